@@ -1,0 +1,3 @@
+module github.com/purgeq/purgeq
+
+go 1.26.8
