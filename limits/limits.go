@@ -1,0 +1,298 @@
+package limits
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"strconv"
+	"strings"
+	"sync/atomic"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+
+	"github.com/purgeq/purgeq/internal/rate"
+	"github.com/purgeq/purgeq/purge"
+)
+
+// Config is one API token's limits.
+type Config struct {
+	// Scope names the token in Redis keys: use Fingerprint(token). Workers
+	// sharing a token must share a Scope.
+	Scope string
+	// Global is the number of calls per window this deployment may make
+	// with the token. Leave headroom below Cloudflare's 1200/5m for the
+	// dashboard and other tools.
+	Global rate.Rate
+	// Guard lengthens the window kept here beyond Global.Per, covering
+	// network jitter between acquisition and arrival. Zero means no guard.
+	Guard time.Duration
+	// GlobalCountsFiles makes URL purges take a slot in the global window
+	// (Cloudflare's statements have differed; counting is the safe default).
+	GlobalCountsFiles bool
+	// Flex is the tag/host/prefix/everything bucket (one token per call);
+	// URL the URL bucket (one token per URL).
+	Flex, URL Bucket
+}
+
+// Bucket is a token bucket: Rate refills it, Burst is its size.
+type Bucket struct {
+	Rate  rate.Rate
+	Burst int
+}
+
+// Limiter acquires and records limits in Redis. It is safe for concurrent
+// use and shared, through Redis, with every other Limiter of the same Scope.
+type Limiter struct {
+	rdb  redis.Scripter
+	cfg  Config
+	keys keys
+}
+
+// New validates cfg and returns a Limiter on rdb.
+func New(rdb redis.Scripter, cfg Config) (*Limiter, error) {
+	var errs []error
+	if cfg.Scope == "" {
+		errs = append(errs, errors.New("limits: Scope is empty"))
+	}
+	if cfg.Global.IsZero() {
+		errs = append(errs, errors.New("limits: the global limit must be positive"))
+	}
+	if cfg.Guard < 0 {
+		errs = append(errs, errors.New("limits: the guard must not be negative"))
+	}
+	for name, b := range map[string]Bucket{"flex": cfg.Flex, "URL": cfg.URL} {
+		if b.Rate.IsZero() || b.Burst <= 0 {
+			errs = append(errs, fmt.Errorf("limits: the %s bucket needs a positive rate and burst (got %s, burst %d)", name, b.Rate, b.Burst))
+		}
+	}
+	if err := errors.Join(errs...); err != nil {
+		return nil, err
+	}
+	return &Limiter{rdb: rdb, cfg: cfg, keys: keysFor(cfg.Scope)}, nil
+}
+
+// Call is what one API call needs.
+type Call struct {
+	Kind purge.Kind
+	// Items is the number of items; URL purges take one URL token each.
+	Items int
+}
+
+func (c Call) bucket() purge.Scope { return purge.BucketScope(c.Kind) }
+
+func (c Call) tokens() int {
+	if c.Kind == purge.Files {
+		return c.Items
+	}
+	return 1
+}
+
+// Result is the answer of Acquire or Peek.
+type Result struct {
+	// OK: the call may go now (Acquire has taken its tokens).
+	OK bool
+	// Wait is how long until it could succeed, when not OK.
+	Wait time.Duration
+	// Blocker names what made it wait: "cooldown:global", "cooldown:flex",
+	// "cooldown:url", "global", "flex" or "url".
+	Blocker string
+	// GlobalRemaining is the global window's free slots after this call;
+	// BucketTokens the call's bucket's tokens after it.
+	GlobalRemaining int
+	BucketTokens    int
+	// At is the Redis server's time of the decision.
+	At time.Time
+}
+
+// acquireCmd takes a slot in the global window and tokens from one bucket,
+// all or nothing.
+//
+// KEYS[1] window zset, KEYS[2] bucket hash, KEYS[3] global cooldown,
+// KEYS[4] bucket cooldown.
+// ARGV[1] "1" for a dry run (Peek), ARGV[2] "1" if the call counts in the
+// window, ARGV[3] window limit, ARGV[4] window length with guard (µs),
+// ARGV[5] bucket refill per µs, ARGV[6] bucket size, ARGV[7] tokens needed,
+// ARGV[8] unique member for the window, ARGV[9] the bucket's name.
+// Returns {ok 0|1, wait µs, blocker, window slots left, bucket tokens left,
+// server time µs}.
+var acquireCmd = redis.NewScript(`
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
+local dry = ARGV[1] == '1'
+local counts = ARGV[2] == '1'
+local limit, win = tonumber(ARGV[3]), tonumber(ARGV[4])
+local refill, burst, need = tonumber(ARGV[5]), tonumber(ARGV[6]), tonumber(ARGV[7])
+local wait, blocker = 0, ''
+-- Lua's tostring keeps 14 digits; µs timestamps have 16.
+local function exact(x) return string.format('%.0f', x) end
+local function consider(w, name)
+  if w > wait then wait, blocker = w, name end
+end
+
+consider((tonumber(redis.call('GET', KEYS[3])) or 0) - now, 'cooldown:global')
+consider((tonumber(redis.call('GET', KEYS[4])) or 0) - now, 'cooldown:' .. ARGV[9])
+
+local inwin = redis.call('ZCOUNT', KEYS[1], '(' .. exact(now - win), '+inf')
+if counts and inwin >= limit then
+  local e = redis.call('ZRANGEBYSCORE', KEYS[1], '(' .. exact(now - win), '+inf', 'WITHSCORES', 'LIMIT', inwin - limit, 1)
+  consider(tonumber(e[2]) + win - now, 'global')
+end
+
+local b = redis.call('HMGET', KEYS[2], 'tokens', 'ts')
+local tokens = tonumber(b[1]) or burst
+local ts = tonumber(b[2]) or now
+tokens = math.min(burst, tokens + math.max(0, now - ts) * refill)
+if tokens < need then
+  consider(math.ceil((need - tokens) / refill), ARGV[9])
+end
+
+if wait > 0 or dry then
+  return {0, math.ceil(wait), blocker, math.max(0, limit - inwin), math.floor(tokens), now}
+end
+if counts then
+  redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', exact(now - win))
+  redis.call('ZADD', KEYS[1], exact(now), ARGV[8])
+  redis.call('PEXPIRE', KEYS[1], math.ceil(win / 1000) + 1000)
+  inwin = inwin + 1
+end
+tokens = tokens - need
+redis.call('HSET', KEYS[2], 'tokens', tostring(tokens), 'ts', exact(now))
+redis.call('PEXPIRE', KEYS[2], math.ceil((burst - tokens) / refill / 1000) + 1000)
+return {1, 0, '', math.max(0, limit - inwin), math.floor(tokens), now}
+`)
+
+// Acquire takes everything c needs, or nothing and says how long to wait.
+func (l *Limiter) Acquire(ctx context.Context, c Call) (Result, error) {
+	return l.run(ctx, c, false)
+}
+
+// Peek answers what Acquire would, taking nothing.
+func (l *Limiter) Peek(ctx context.Context, c Call) (Result, error) {
+	return l.run(ctx, c, true)
+}
+
+func (l *Limiter) run(ctx context.Context, c Call, dry bool) (Result, error) {
+	b := l.cfg.Flex
+	if c.bucket() == purge.ScopeURL {
+		b = l.cfg.URL
+	}
+	need := c.tokens()
+	if need > b.Burst {
+		return Result{}, fmt.Errorf("limits: a call of %d %s needs %d tokens but the %s bucket holds at most %d", c.Items, c.Kind, need, c.bucket(), b.Burst)
+	}
+	bucketKey, coolKey := l.keys.bucket(c.bucket())
+	counts := c.Kind != purge.Files || l.cfg.GlobalCountsFiles
+	window := l.cfg.Global.Per + l.cfg.Guard
+	res, err := acquireCmd.Run(ctx, l.rdb,
+		[]string{l.keys.window, bucketKey, l.keys.coolGlobal, coolKey},
+		flag(dry), flag(counts), l.cfg.Global.N, window.Microseconds(),
+		strconv.FormatFloat(b.Rate.PerSecond()/1e6, 'g', -1, 64), b.Burst, need, member(), string(c.bucket()),
+	).Slice()
+	if err != nil {
+		return Result{}, fmt.Errorf("limits: acquire: %w", err)
+	}
+	if len(res) != 6 {
+		return Result{}, fmt.Errorf("limits: acquire: unexpected reply %v", res)
+	}
+	ok, _ := res[0].(int64)
+	wait, _ := res[1].(int64)
+	blocker, _ := res[2].(string)
+	remaining, _ := res[3].(int64)
+	tokens, _ := res[4].(int64)
+	at, _ := res[5].(int64)
+	return Result{OK: ok == 1, Wait: time.Duration(wait) * time.Microsecond, Blocker: blocker,
+		GlobalRemaining: int(remaining), BucketTokens: int(tokens), At: time.UnixMicro(at)}, nil
+}
+
+// members make window entries unique across processes: a random process
+// prefix and a counter.
+var (
+	memberPrefix = func() string {
+		var b [6]byte
+		rand.Read(b[:])
+		return hex.EncodeToString(b[:]) + ":"
+	}()
+	memberSeq atomic.Uint64
+)
+
+func member() string { return memberPrefix + strconv.FormatUint(memberSeq.Add(1), 36) }
+
+func flag(b bool) string {
+	if b {
+		return "1"
+	}
+	return "0"
+}
+
+// cooldownCmd extends a cooldown; it never shortens one.
+//
+// KEYS[1] cooldown key. ARGV[1] duration (µs).
+// Returns the cooldown's end, µs since the epoch by the server's clock.
+var cooldownCmd = redis.NewScript(`
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
+local untilv = now + tonumber(ARGV[1])
+local cur = tonumber(redis.call('GET', KEYS[1])) or 0
+if cur > untilv then untilv = cur end
+redis.call('SET', KEYS[1], string.format('%.0f', untilv), 'PX', math.ceil((untilv - now) / 1000) + 1)
+return untilv
+`)
+
+// Cooldown stops every call of scope for d (by the Redis clock), unless a
+// longer cooldown is already in force. It returns when the cooldown ends.
+func (l *Limiter) Cooldown(ctx context.Context, scope purge.Scope, d time.Duration) (time.Time, error) {
+	end, err := cooldownCmd.Run(ctx, l.rdb, []string{l.keys.cooldown(scope)}, d.Microseconds()).Int64()
+	if err != nil {
+		return time.Time{}, fmt.Errorf("limits: cooldown: %w", err)
+	}
+	return time.UnixMicro(end), nil
+}
+
+// CooldownFor is how long a 429 should stop its scope: for the global
+// window, the longer of the configured cooldown and Cloudflare's hint; for a
+// purge bucket, the hint, else the time the call's tokens take to refill.
+func (l *Limiter) CooldownFor(e *purge.Error, c Call, globalCooldown time.Duration) time.Duration {
+	switch e.Scope {
+	case purge.ScopeGlobal:
+		return max(globalCooldown, e.RetryAfter)
+	}
+	if e.RetryAfter > 0 {
+		return e.RetryAfter
+	}
+	b := l.cfg.Flex
+	if e.Scope == purge.ScopeURL {
+		b = l.cfg.URL
+	}
+	return time.Duration(float64(c.tokens()) / b.Rate.PerSecond() * float64(time.Second))
+}
+
+// State is a snapshot for metrics and the UI.
+type State struct {
+	GlobalRemaining int
+	FlexTokens      int
+	URLTokens       int
+	// Cooldowns holds the end of each cooldown in force.
+	Cooldowns map[purge.Scope]time.Time
+}
+
+// State reads the limits without taking anything.
+func (l *Limiter) State(ctx context.Context) (State, error) {
+	flex, err := l.Peek(ctx, Call{Kind: purge.Tags, Items: 1})
+	if err != nil {
+		return State{}, err
+	}
+	urls, err := l.Peek(ctx, Call{Kind: purge.Files})
+	if err != nil {
+		return State{}, err
+	}
+	st := State{GlobalRemaining: flex.GlobalRemaining, FlexTokens: flex.BucketTokens, URLTokens: urls.BucketTokens, Cooldowns: map[purge.Scope]time.Time{}}
+	for _, r := range []Result{flex, urls} {
+		if scope, ok := strings.CutPrefix(r.Blocker, "cooldown:"); ok {
+			st.Cooldowns[purge.Scope(scope)] = time.Now().Add(r.Wait)
+		}
+	}
+	return st, nil
+}
