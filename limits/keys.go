@@ -16,8 +16,8 @@ func Fingerprint(token string) string {
 
 // keys are the Redis keys of one token's limits, all in one hash slot.
 type keys struct {
-	window                         string // sorted set: acquisition time (µs) per call
-	flex, url                      string // hash: tokens, ts (µs)
+	window                        string // sorted set: acquisition time (µs) per call
+	flex, url                     string // hash: tokens, ts (µs)
 	coolGlobal, coolFlex, coolURL string // string: cooldown end (µs)
 }
 
