@@ -149,8 +149,11 @@ if tokens < need then
   consider(math.ceil((need - tokens) / refill), ARGV[9])
 end
 
-if wait > 0 or dry then
+if wait > 0 then
   return {0, math.ceil(wait), blocker, math.max(0, limit - inwin), math.floor(tokens), now}
+end
+if dry then
+  return {1, 0, '', math.max(0, limit - inwin), math.floor(tokens), now}
 end
 if counts then
   redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', exact(now - win))

@@ -70,6 +70,9 @@ func TestAllOrNothing(t *testing.T) {
 	cfg.URL = limits.Bucket{Rate: rate.Per(10, time.Second), Burst: 100}
 	l := newLimiter(t, cfg)
 	ctx := context.Background()
+	if r, err := l.Peek(ctx, limits.Call{Kind: purge.Files, Items: 100}); err != nil || !r.OK || r.GlobalRemaining != 10 {
+		t.Fatalf("peek: %+v, %v; want OK with 10 slots left", r, err)
+	}
 	if r, err := l.Acquire(ctx, limits.Call{Kind: purge.Files, Items: 100}); err != nil || !r.OK || r.GlobalRemaining != 9 {
 		t.Fatalf("first: %+v, %v", r, err)
 	}
@@ -77,7 +80,7 @@ func TestAllOrNothing(t *testing.T) {
 	if err != nil || r.OK || r.Blocker != "url" || r.Wait < 4*time.Second || r.Wait > 5*time.Second {
 		t.Fatalf("second: %+v, %v; want a ~5s wait on the url bucket", r, err)
 	}
-	if p, _ := l.Peek(ctx, limits.Call{Kind: purge.Tags, Items: 1}); p.GlobalRemaining != 9 {
+	if p, _ := l.Peek(ctx, limits.Call{Kind: purge.Tags, Items: 1}); !p.OK || p.GlobalRemaining != 9 {
 		t.Errorf("the failed call consumed a global slot: %d remain, want 9", p.GlobalRemaining)
 	}
 	if _, err := l.Acquire(ctx, limits.Call{Kind: purge.Files, Items: 101}); err == nil {

@@ -1,0 +1,204 @@
+package batching
+
+import (
+	"context"
+	"sort"
+	"time"
+
+	"github.com/rs/zerolog"
+
+	"github.com/purgeq/purgeq/limits"
+	"github.com/purgeq/purgeq/purge"
+)
+
+// Readiness answers whether the limits could carry a call now, taking
+// nothing (limits.Limiter.Peek).
+type Readiness interface {
+	Peek(ctx context.Context, c limits.Call) (limits.Result, error)
+}
+
+// Enqueuer hands a popped call to the queue as a purge:call task whose task
+// id is id. Enqueueing an id that already exists must not fail.
+type Enqueuer func(ctx context.Context, id string, payload []byte) error
+
+// DispatcherConfig tunes the Dispatcher.
+type DispatcherConfig struct {
+	// Caps gives the most items per call of each kind.
+	Caps func(purge.Kind) int
+	// BatchWait is the longest a partial chunk waits for more items when
+	// the limits have room.
+	BatchWait time.Duration
+	// Window is the most outstanding calls per limit scope.
+	Window int
+	// Lease is how long an outstanding call holds its window slot if its
+	// task never reports back (deleted from the UI, say).
+	Lease time.Duration
+	// Tick is how often lanes are looked at when nothing wakes the loop.
+	Tick time.Duration
+	// StrandedAfter is how old an unfinished hand-off must be before the
+	// reaper re-enqueues it.
+	StrandedAfter time.Duration
+}
+
+// Dispatcher turns waiting items into purge:call tasks.
+type Dispatcher struct {
+	ob      *Outbox
+	limits  Readiness
+	enqueue Enqueuer
+	cfg     DispatcherConfig
+	log     zerolog.Logger
+	wake    chan struct{}
+
+	// notBefore skips lanes whose partial chunk is not ready yet; cursor
+	// rotates each scope's lanes for fairness. Only Run touches them.
+	notBefore map[Lane]time.Time
+	cursor    map[purge.Scope]int
+}
+
+// NewDispatcher returns a Dispatcher; Run starts it.
+func NewDispatcher(ob *Outbox, r Readiness, enq Enqueuer, cfg DispatcherConfig, log zerolog.Logger) *Dispatcher {
+	return &Dispatcher{ob: ob, limits: r, enqueue: enq, cfg: cfg, log: log,
+		wake: make(chan struct{}, 1), notBefore: map[Lane]time.Time{}, cursor: map[purge.Scope]int{}}
+}
+
+// Wake asks for a pass soon: items arrived or a call finished.
+func (d *Dispatcher) Wake() {
+	select {
+	case d.wake <- struct{}{}:
+	default:
+	}
+}
+
+// Run dispatches until ctx ends. Redis errors are logged and retried on the
+// next tick: a dispatcher never gives up while the worker runs.
+func (d *Dispatcher) Run(ctx context.Context) {
+	tick := time.NewTicker(d.cfg.Tick)
+	defer tick.Stop()
+	reap := time.NewTicker(d.cfg.StrandedAfter / 2)
+	defer reap.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-reap.C:
+			d.reap(ctx)
+			continue
+		case <-tick.C:
+		case <-d.wake:
+		}
+		if err := d.pass(ctx); err != nil && ctx.Err() == nil {
+			d.log.Warn().Err(err).Msg("dispatch pass failed; retrying")
+		}
+	}
+}
+
+// pass serves every scope until its window is full or nothing is ready.
+func (d *Dispatcher) pass(ctx context.Context) error {
+	lanes, err := d.ob.Lanes(ctx)
+	if err != nil {
+		return err
+	}
+	byScope := map[purge.Scope][]Lane{}
+	for _, l := range lanes {
+		byScope[l.Scope()] = append(byScope[l.Scope()], l)
+	}
+	for scope, ls := range byScope {
+		sort.Slice(ls, func(i, j int) bool { return ls[i].id() < ls[j].id() })
+		if err := d.serveScope(ctx, scope, ls); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// serveScope gives each lane of one scope at most one chunk per round,
+// starting where the last round stopped, until the window is full or a
+// round pops nothing.
+func (d *Dispatcher) serveScope(ctx context.Context, scope purge.Scope, lanes []Lane) error {
+	for {
+		popped := false
+		start := d.cursor[scope]
+		for i := range lanes {
+			lane := lanes[(start+i)%len(lanes)]
+			status, err := d.tryLane(ctx, lane)
+			if err != nil {
+				return err
+			}
+			switch status {
+			case WindowFull:
+				d.cursor[scope] = (start + i) % len(lanes)
+				return nil
+			case Popped:
+				popped = true
+				d.cursor[scope] = (start + i + 1) % len(lanes)
+			}
+		}
+		if !popped {
+			return nil
+		}
+	}
+}
+
+// tryLane pops the lane's next chunk if it is full, or partial and ready
+// and the limits could carry it now.
+func (d *Dispatcher) tryLane(ctx context.Context, lane Lane) (PopStatus, error) {
+	if time.Now().Before(d.notBefore[lane]) {
+		return NotReady, nil
+	}
+	req := PopRequest{Lane: lane, Cap: d.cfg.Caps(lane.Kind), Wait: d.cfg.BatchWait, Window: d.cfg.Window, Lease: d.cfg.Lease}
+	res, err := d.ob.Pop(ctx, req)
+	if err != nil {
+		return 0, err
+	}
+	if res.Status == PartialReady {
+		peek, err := d.limits.Peek(ctx, limits.Call{Kind: lane.Kind, Items: res.Size})
+		if err != nil {
+			return 0, err
+		}
+		if !peek.OK {
+			// Hold partial chunks while the limits are busy: the items
+			// keep coalescing, and the call that leaves later is fuller.
+			d.notBefore[lane] = time.Now().Add(min(peek.Wait, d.cfg.BatchWait))
+			return NotReady, nil
+		}
+		req.AllowPartial = true
+		if res, err = d.ob.Pop(ctx, req); err != nil {
+			return 0, err
+		}
+	}
+	switch res.Status {
+	case NotReady:
+		d.notBefore[lane] = time.Now().Add(res.ReadyIn)
+	case LaneEmpty:
+		delete(d.notBefore, lane)
+	case Popped:
+		delete(d.notBefore, lane)
+		d.handoff(ctx, res.CallID, res.Call)
+	}
+	return res.Status, nil
+}
+
+// handoff enqueues a popped call and clears its in-flight record. On
+// failure the record stays and the reaper retries it.
+func (d *Dispatcher) handoff(ctx context.Context, id string, payload []byte) {
+	if err := d.enqueue(ctx, id, payload); err != nil {
+		d.log.Warn().Err(err).Str("call", id).Msg("enqueueing call failed; the reaper will retry it")
+		return
+	}
+	if err := d.ob.Handoff(ctx, id); err != nil {
+		d.log.Warn().Err(err).Str("call", id).Msg("clearing in-flight record failed; the reaper will clear it")
+	}
+}
+
+// reap re-enqueues calls whose hand-off did not finish.
+func (d *Dispatcher) reap(ctx context.Context) {
+	stranded, err := d.ob.Stranded(ctx, d.cfg.StrandedAfter)
+	if err != nil {
+		d.log.Warn().Err(err).Msg("listing stranded calls failed")
+		return
+	}
+	for id, payload := range stranded {
+		d.log.Warn().Str("call", id).Msg("recovering a call whose hand-off did not finish")
+		d.handoff(ctx, id, payload)
+	}
+}

@@ -1,0 +1,507 @@
+package batching
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+
+	"github.com/purgeq/purgeq/purge"
+	"github.com/purgeq/purgeq/tasks"
+)
+
+// prefix starts every outbox key; {purgeq} is the Cluster hash tag.
+const prefix = "purgeq:{purgeq}:"
+
+var (
+	keyLanes       = prefix + "lanes"
+	keyInflight    = prefix + "inflight"
+	keyInflightAt  = prefix + "inflight:at"
+	keyDead        = prefix + "dlq"
+	keyDeadAt      = prefix + "dlq:at"
+	keyOutstanding = func(s purge.Scope) string { return prefix + "outstanding:" + string(s) }
+	keyRequest     = func(id string) string { return prefix + "req:" + id }
+)
+
+// Lane is one zone, kind and soft/hard combination: the unit of coalescing.
+type Lane struct {
+	Zone string
+	Kind purge.Kind
+	Soft bool
+}
+
+func (l Lane) id() string {
+	soft := "0"
+	if l.Soft {
+		soft = "1"
+	}
+	return l.Zone + "|" + string(l.Kind) + "|" + soft
+}
+
+func parseLane(s string) (Lane, bool) {
+	parts := strings.Split(s, "|")
+	if len(parts) != 3 {
+		return Lane{}, false
+	}
+	return Lane{Zone: parts[0], Kind: purge.Kind(parts[1]), Soft: parts[2] == "1"}, true
+}
+
+// Scope is the purge bucket the lane's calls draw on.
+func (l Lane) Scope() purge.Scope { return purge.BucketScope(l.Kind) }
+
+// Outbox is the Redis state of waiting, in-flight and finished items.
+type Outbox struct {
+	rdb redis.UniversalClient
+	// retention keeps a finished request's status this long.
+	retention time.Duration
+}
+
+// NewOutbox returns an Outbox on rdb.
+func NewOutbox(rdb redis.UniversalClient, retention time.Duration) *Outbox {
+	return &Outbox{rdb: rdb, retention: retention}
+}
+
+// luaClock starts every script that needs the time: now (server ms) and
+// exact(), which writes numbers whole (Lua's tostring keeps 14 digits).
+const luaClock = `
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local function exact(x) return string.format('%.0f', x) end
+`
+
+// luaCredit is shared by the scripts that credit requests. ARGV[1] is the
+// key prefix, ARGV[2] the retention of finished requests (ms).
+const luaCredit = luaClock + `
+local P = ARGV[1]
+-- credit adds n to a request's counter and, once every item is accounted
+-- for, marks it finished and lets it expire after the retention (ARGV[2]).
+local function credit(rid, field, n)
+  local k = P .. 'req:' .. rid
+  if redis.call('EXISTS', k) == 0 then return end
+  redis.call('HINCRBY', k, field, n)
+  local v = redis.call('HMGET', k, 'total', 'purged', 'dead', 'superseded')
+  if (tonumber(v[2]) or 0) + (tonumber(v[3]) or 0) + (tonumber(v[4]) or 0) >= (tonumber(v[1]) or 0) then
+    redis.call('HSET', k, 'finished', exact(now))
+    redis.call('PEXPIRE', k, ARGV[2])
+  end
+end
+-- creditSources credits every request id in a list of space-separated lists.
+local function creditSources(sources, field)
+  local counts = {}
+  for _, s in ipairs(sources) do
+    for rid in string.gmatch(s, '%S+') do counts[rid] = (counts[rid] or 0) + 1 end
+  end
+  for rid, n in pairs(counts) do credit(rid, field, n) end
+end
+`
+
+// admitCmd puts a request's items into their lanes.
+//
+// KEYS[1] lanes set. ARGV[1] key prefix, ARGV[2] retention ms, ARGV[3]
+// request id, ARGV[4] enqueued-at ms, ARGV[5] soft "0"|"1", ARGV[6] total,
+// then groups: zone, kind, n, n items (a zone's everything group first).
+// Returns 1, or 0 if the request was admitted before (a retried task).
+var admitCmd = redis.NewScript(luaCredit + `
+local rid, soft = ARGV[3], ARGV[5]
+local at = math.min(tonumber(ARGV[4]), now)
+local reqk = P .. 'req:' .. rid
+if redis.call('EXISTS', reqk) == 1 then return 0 end
+redis.call('HSET', reqk, 'total', ARGV[6], 'purged', 0, 'dead', 0, 'superseded', 0, 'created', exact(at), 'soft', soft)
+
+local kinds = {'files', 'tags', 'hosts', 'prefixes', 'everything'}
+local function laneOf(zone, kind, s) return zone .. '|' .. kind .. '|' .. s end
+-- covers: a hard purge-everything covers hard and soft items; a soft one
+-- only soft items.
+local function covers(everythingSoft, itemSoft) return everythingSoft == '0' or itemSoft == '1' end
+local function waiting(lane) return redis.call('ZCARD', P .. 'lane:' .. lane) > 0 end
+local function drain(lane)
+  local lk, sk = P .. 'lane:' .. lane, P .. 'src:' .. lane
+  local items = redis.call('ZRANGE', lk, 0, -1)
+  if #items == 0 then return end
+  local sources = {}
+  for i, item in ipairs(items) do sources[i] = redis.call('HGET', sk, item) or '' end
+  creditSources(sources, 'superseded')
+  redis.call('DEL', lk, sk)
+  redis.call('SREM', KEYS[1], lane)
+end
+
+local superseded = 0
+local i = 7
+while i <= #ARGV do
+  local zone, kind, n = ARGV[i], ARGV[i + 1], tonumber(ARGV[i + 2])
+  i = i + 3
+  local own = laneOf(zone, kind, soft)
+  local covered = false
+  for _, es in ipairs({'0', '1'}) do
+    local e = laneOf(zone, 'everything', es)
+    if e ~= own and covers(es, soft) and waiting(e) then covered = true end
+  end
+  if covered then
+    superseded = superseded + n
+  else
+    if kind == 'everything' then
+      for _, k in ipairs(kinds) do
+        for _, s in ipairs({'0', '1'}) do
+          local l = laneOf(zone, k, s)
+          if l ~= own and covers(soft, s) then drain(l) end
+        end
+      end
+    end
+    local lk, sk = P .. 'lane:' .. own, P .. 'src:' .. own
+    for j = i, i + n - 1 do
+      local item = ARGV[j]
+      if redis.call('ZADD', lk, 'NX', exact(at), item) == 1 then
+        redis.call('HSET', sk, item, rid)
+      else
+        redis.call('HSET', sk, item, (redis.call('HGET', sk, item) or '') .. ' ' .. rid)
+      end
+    end
+    redis.call('SADD', KEYS[1], own)
+  end
+  i = i + n
+end
+if superseded > 0 then credit(rid, 'superseded', superseded) end
+return 1
+`)
+
+// Admit puts a request's items into the outbox. Admitting the same request
+// twice (a retried task) changes nothing the second time.
+func (o *Outbox) Admit(ctx context.Context, r *tasks.Request) (bool, error) {
+	soft := "0"
+	if r.Soft {
+		soft = "1"
+	}
+	args := []any{prefix, o.retention.Milliseconds(), r.ID, r.EnqueuedAt, soft, r.Total()}
+	for zone, kinds := range r.Zones {
+		// purge-everything first, so that the zone's other items see it.
+		for _, k := range append([]purge.Kind{purge.Everything}, purge.Kinds[:4]...) {
+			items := kinds[k]
+			if len(items) == 0 {
+				continue
+			}
+			args = append(args, zone, string(k), len(items))
+			for _, it := range items {
+				args = append(args, it)
+			}
+		}
+	}
+	n, err := admitCmd.Run(ctx, o.rdb, []string{keyLanes}, args...).Int()
+	if err != nil {
+		return false, fmt.Errorf("admitting request %s: %w", r.ID, err)
+	}
+	return n == 1, nil
+}
+
+// popCmd takes the next chunk from a lane if the rules allow it.
+//
+// KEYS[1] lanes set, KEYS[2] in-flight hash, KEYS[3] in-flight times,
+// KEYS[4] the scope's outstanding calls.
+// ARGV[1] prefix, ARGV[2] lane id, ARGV[3] cap, ARGV[4] batch wait ms,
+// ARGV[5] "1" to allow a partial chunk, ARGV[6] window (most outstanding
+// calls), ARGV[7] lease ms, ARGV[8] call id, ARGV[9] zone, ARGV[10] kind,
+// ARGV[11] soft "0"|"1".
+// Returns {status, value, server ms}: status 1 popped (value: the call
+// payload), 0 window full, -1 lane empty, -2 partial chunk not ready (value:
+// ms when it will be), -3 partial chunk ready (value: its size) but not allowed.
+var popCmd = redis.NewScript(luaClock + `
+local P, lane, cap, wait = ARGV[1], ARGV[2], tonumber(ARGV[3]), tonumber(ARGV[4])
+redis.call('ZREMRANGEBYSCORE', KEYS[4], '-inf', exact(now - tonumber(ARGV[7])))
+if redis.call('ZCARD', KEYS[4]) >= tonumber(ARGV[6]) then return {0, '', now} end
+local lk, sk = P .. 'lane:' .. lane, P .. 'src:' .. lane
+local n = redis.call('ZCARD', lk)
+if n == 0 then
+  redis.call('SREM', KEYS[1], lane)
+  return {-1, '', now}
+end
+if n < cap then
+  local readyAt = tonumber(redis.call('ZRANGE', lk, 0, 0, 'WITHSCORES')[2]) + wait
+  if readyAt > now then return {-2, exact(readyAt), now} end
+  if ARGV[5] ~= '1' then return {-3, tostring(n), now} end
+end
+local popped = redis.call('ZPOPMIN', lk, cap)
+local items, sources = {}, {}
+for j = 1, #popped, 2 do
+  local item = popped[j]
+  items[#items + 1] = item
+  sources[#sources + 1] = redis.call('HGET', sk, item) or ''
+  redis.call('HDEL', sk, item)
+end
+if n <= cap then redis.call('SREM', KEYS[1], lane) end
+local rec = cjson.encode({id = ARGV[8], zone = ARGV[9], kind = ARGV[10], soft = ARGV[11] == '1',
+  items = items, sources = sources, oldest = tonumber(popped[2])})
+redis.call('HSET', KEYS[2], ARGV[8], rec)
+redis.call('ZADD', KEYS[3], exact(now), ARGV[8])
+redis.call('ZADD', KEYS[4], exact(now), ARGV[8])
+return {1, rec, now}
+`)
+
+// PopStatus says what a pop attempt found.
+type PopStatus int
+
+// Outcomes of Pop.
+const (
+	Popped PopStatus = iota + 1
+	WindowFull
+	LaneEmpty
+	NotReady     // a partial chunk whose oldest item has not waited long enough
+	PartialReady // a partial chunk that may go if the limits allow it
+)
+
+// PopRequest is one pop attempt.
+type PopRequest struct {
+	Lane         Lane
+	Cap          int
+	Wait         time.Duration
+	AllowPartial bool
+	Window       int
+	Lease        time.Duration
+}
+
+// PopResult is the outcome of Pop.
+type PopResult struct {
+	Status PopStatus
+	// Call is the popped chunk's payload (Popped).
+	Call []byte
+	// CallID is the popped call's id, which is also its asynq task id.
+	CallID string
+	// ReadyIn is how long until a NotReady chunk is ready.
+	ReadyIn time.Duration
+	// Size is the number of items of a PartialReady chunk.
+	Size int
+}
+
+// Pop takes the lane's next chunk if the window and the batch rules allow.
+// A popped chunk is recorded as in flight until Handoff.
+func (o *Outbox) Pop(ctx context.Context, p PopRequest) (PopResult, error) {
+	id := "c" + randomHex(12)
+	soft := "0"
+	if p.Lane.Soft {
+		soft = "1"
+	}
+	res, err := popCmd.Run(ctx, o.rdb,
+		[]string{keyLanes, keyInflight, keyInflightAt, keyOutstanding(p.Lane.Scope())},
+		prefix, p.Lane.id(), p.Cap, p.Wait.Milliseconds(), flag(p.AllowPartial), p.Window, p.Lease.Milliseconds(),
+		id, p.Lane.Zone, string(p.Lane.Kind), soft).Slice()
+	if err != nil {
+		return PopResult{}, fmt.Errorf("popping %s: %w", p.Lane.id(), err)
+	}
+	status, _ := res[0].(int64)
+	value, _ := res[1].(string)
+	now, _ := res[2].(int64)
+	switch status {
+	case 1:
+		return PopResult{Status: Popped, Call: []byte(value), CallID: id}, nil
+	case 0:
+		return PopResult{Status: WindowFull}, nil
+	case -1:
+		return PopResult{Status: LaneEmpty}, nil
+	case -2:
+		at, _ := strconv.ParseInt(value, 10, 64)
+		return PopResult{Status: NotReady, ReadyIn: time.Duration(at-now) * time.Millisecond}, nil
+	case -3:
+		n, _ := strconv.Atoi(value)
+		return PopResult{Status: PartialReady, Size: n}, nil
+	}
+	return PopResult{}, fmt.Errorf("popping %s: unexpected status %d", p.Lane.id(), status)
+}
+
+// Handoff clears a call's in-flight record once its task is in asynq.
+func (o *Outbox) Handoff(ctx context.Context, callID string) error {
+	_, err := o.rdb.TxPipelined(ctx, func(p redis.Pipeliner) error {
+		p.HDel(ctx, keyInflight, callID)
+		p.ZRem(ctx, keyInflightAt, callID)
+		return nil
+	})
+	return err
+}
+
+// strandedCmd lists in-flight records older than ARGV[1] ms.
+//
+// KEYS[1] in-flight hash, KEYS[2] in-flight times.
+// Returns {id, payload, id, payload, …}.
+var strandedCmd = redis.NewScript(luaClock + `
+local ids = redis.call('ZRANGEBYSCORE', KEYS[2], '-inf', exact(now - tonumber(ARGV[1])), 'LIMIT', 0, 100)
+local out = {}
+for _, id in ipairs(ids) do
+  local rec = redis.call('HGET', KEYS[1], id)
+  if rec then
+    out[#out + 1] = id
+    out[#out + 1] = rec
+  else
+    redis.call('ZREM', KEYS[2], id)
+  end
+end
+return out
+`)
+
+// Stranded returns in-flight records older than age: chunks whose hand-off
+// to asynq did not finish (the process died, or Redis failed the enqueue).
+func (o *Outbox) Stranded(ctx context.Context, age time.Duration) (map[string][]byte, error) {
+	res, err := strandedCmd.Run(ctx, o.rdb, []string{keyInflight, keyInflightAt}, age.Milliseconds()).StringSlice()
+	if err != nil {
+		return nil, fmt.Errorf("listing stranded calls: %w", err)
+	}
+	out := make(map[string][]byte, len(res)/2)
+	for i := 0; i+1 < len(res); i += 2 {
+		out[res[i]] = []byte(res[i+1])
+	}
+	return out, nil
+}
+
+// Lanes lists the lanes that have items waiting.
+func (o *Outbox) Lanes(ctx context.Context) ([]Lane, error) {
+	ids, err := o.rdb.SMembers(ctx, keyLanes).Result()
+	if err != nil {
+		return nil, err
+	}
+	lanes := make([]Lane, 0, len(ids))
+	for _, id := range ids {
+		if l, ok := parseLane(id); ok {
+			lanes = append(lanes, l)
+		}
+	}
+	return lanes, nil
+}
+
+// completeCmd records a call's outcome: it releases the call's window slot,
+// credits the requests its items came from and, for dead items, stores a
+// dead-letter entry.
+//
+// KEYS[1] the scope's outstanding calls, KEYS[2] dead-letter hash,
+// KEYS[3] dead-letter times.
+// ARGV[1] prefix, ARGV[2] retention ms, ARGV[3] call id, ARGV[4] field
+// ("purged" or "dead"), ARGV[5] dead-letter entry id ("" for none),
+// ARGV[6] dead-letter entry JSON, ARGV[7…] sources of the credited items.
+var completeCmd = redis.NewScript(luaCredit + `
+redis.call('ZREM', KEYS[1], ARGV[3])
+local sources = {}
+for i = 7, #ARGV do sources[#sources + 1] = ARGV[i] end
+creditSources(sources, ARGV[4])
+if ARGV[5] ~= '' then
+  redis.call('HSET', KEYS[2], ARGV[5], ARGV[6])
+  redis.call('ZADD', KEYS[3], exact(now), ARGV[5])
+end
+return 1
+`)
+
+// DeadEntry is one dead-lettered batch: the items, why, and whose they were.
+type DeadEntry struct {
+	ID       string     `json:"id"`
+	Zone     string     `json:"zone"`
+	Kind     purge.Kind `json:"kind"`
+	Soft     bool       `json:"soft,omitempty"`
+	Items    []string   `json:"items"`
+	Requests []string   `json:"requests"`
+	Reason   string     `json:"reason"`
+	Code     int        `json:"code,omitempty"`
+	Message  string     `json:"message,omitempty"`
+	Attempts int        `json:"attempts"`
+	// FirstFailed and LastFailed are Unix milliseconds.
+	FirstFailed int64 `json:"first_failed"`
+	LastFailed  int64 `json:"last_failed"`
+}
+
+// Purged records that every item of the call was purged.
+func (o *Outbox) Purged(ctx context.Context, c *tasks.Call) error {
+	return o.complete(ctx, c, "purged", nil)
+}
+
+// Dead records that the call's items failed for good, keeping them in the
+// dead-letter store with the entry's reason.
+func (o *Outbox) Dead(ctx context.Context, c *tasks.Call, e DeadEntry) error {
+	e.ID, e.Zone, e.Kind, e.Soft, e.Items = "d"+randomHex(12), c.Zone, c.Kind, c.Soft, c.Items
+	e.Requests = requestIDs(c.Sources)
+	return o.complete(ctx, c, "dead", &e)
+}
+
+func (o *Outbox) complete(ctx context.Context, c *tasks.Call, field string, dead *DeadEntry) error {
+	entryID, entry := "", []byte(nil)
+	if dead != nil {
+		var err error
+		if entry, err = json.Marshal(dead); err != nil {
+			return err
+		}
+		entryID = dead.ID
+	}
+	args := []any{prefix, o.retention.Milliseconds(), c.ID, field, entryID, entry}
+	for _, s := range c.Sources {
+		args = append(args, s)
+	}
+	err := completeCmd.Run(ctx, o.rdb, []string{keyOutstanding(purge.BucketScope(c.Kind)), keyDead, keyDeadAt}, args...).Err()
+	if err != nil {
+		return fmt.Errorf("recording call %s: %w", c.ID, err)
+	}
+	return nil
+}
+
+func requestIDs(sources []string) []string {
+	seen := map[string]bool{}
+	var ids []string
+	for _, s := range sources {
+		for _, id := range strings.Fields(s) {
+			if !seen[id] {
+				seen[id] = true
+				ids = append(ids, id)
+			}
+		}
+	}
+	return ids
+}
+
+// Status is a request's progress.
+type Status struct {
+	ID         string `json:"id"`
+	State      string `json:"state"`
+	Total      int    `json:"total"`
+	Purged     int    `json:"purged"`
+	Dead       int    `json:"dead"`
+	Superseded int    `json:"superseded"`
+}
+
+// ErrUnknownRequest: no admitted request has the id (it may still wait in
+// the queue, or its status expired).
+var ErrUnknownRequest = errors.New("unknown request")
+
+// Status reads a request's progress.
+func (o *Outbox) Status(ctx context.Context, id string) (Status, error) {
+	v, err := o.rdb.HGetAll(ctx, keyRequest(id)).Result()
+	if err != nil {
+		return Status{}, err
+	}
+	if len(v) == 0 {
+		return Status{}, ErrUnknownRequest
+	}
+	atoi := func(k string) int { n, _ := strconv.Atoi(v[k]); return n }
+	s := Status{ID: id, Total: atoi("total"), Purged: atoi("purged"), Dead: atoi("dead"), Superseded: atoi("superseded")}
+	switch done := s.Purged + s.Dead + s.Superseded; {
+	case done >= s.Total && s.Dead > 0:
+		s.State = "failed"
+	case done >= s.Total:
+		s.State = "done"
+	case done > 0:
+		s.State = "in_progress"
+	default:
+		s.State = "queued"
+	}
+	return s, nil
+}
+
+func flag(b bool) string {
+	if b {
+		return "1"
+	}
+	return "0"
+}
+
+func randomHex(n int) string {
+	b := make([]byte, n)
+	rand.Read(b)
+	return hex.EncodeToString(b)
+}

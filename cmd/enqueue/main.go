@@ -1,0 +1,377 @@
+// Command enqueue queues purges: the one-shot CLI for deploy hooks.
+//
+//	enqueue [--zone Z] [--url U]… [--tag T]… [--host H]… [--prefix P]…
+//	        [--everything] [--from FILE|-] [--kind KIND] [--idempotency-key K]
+//	        [--soft] [--wait [--timeout D]] [--json] [URL…]
+//	enqueue status ID
+//
+// It prints the request id on stdout and messages on stderr. Exit status:
+// 0 durably queued (with --wait: every item purged); 2 invalid input or
+// usage, nothing queued, every bad item named; 1 anything else (Redis
+// unreachable, --wait timed out, an item dead-lettered).
+package main
+
+import (
+	"bufio"
+	"context"
+	"encoding/json"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"os"
+	"os/signal"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/hibiken/asynq"
+	"github.com/redis/go-redis/v9"
+
+	"github.com/purgeq/purgeq/batching"
+	"github.com/purgeq/purgeq/internal/config"
+	"github.com/purgeq/purgeq/purge"
+	"github.com/purgeq/purgeq/tasks"
+)
+
+// Exit codes (CONTRACT.md).
+const (
+	exitOK      = 0
+	exitFailed  = 1
+	exitInvalid = 2
+)
+
+// exitError carries an exit code with its message.
+type exitError struct {
+	code int
+	err  error
+}
+
+func (e *exitError) Error() string { return e.err.Error() }
+
+func usageError(format string, a ...any) error {
+	return &exitError{exitInvalid, fmt.Errorf(format, a...)}
+}
+
+// list is a repeatable string flag.
+type list []string
+
+func (l *list) String() string     { return strings.Join(*l, ",") }
+func (l *list) Set(s string) error { *l = append(*l, s); return nil }
+
+type options struct {
+	zone, from, kind, key string
+	urls, tags, hosts     list
+	prefixes              list
+	everything, soft      bool
+	wait, json            bool
+	timeout               time.Duration
+}
+
+func main() {
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	code := run(ctx, os.Args[1:], os.Stdin, os.Stdout, os.Stderr)
+	stop()
+	os.Exit(code)
+}
+
+func run(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.Writer) int {
+	err := dispatch(ctx, args, stdin, stdout, stderr)
+	if err == nil {
+		return exitOK
+	}
+	if errors.Is(err, flag.ErrHelp) {
+		return exitOK
+	}
+	var ee *exitError
+	if errors.As(err, &ee) {
+		if ee.err.Error() != "" {
+			fmt.Fprintln(stderr, "enqueue:", ee.err)
+		}
+		return ee.code
+	}
+	fmt.Fprintln(stderr, "enqueue:", err)
+	return exitFailed
+}
+
+func dispatch(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.Writer) error {
+	if len(args) > 0 && args[0] == "status" {
+		return status(ctx, args[1:], stdout, stderr)
+	}
+	return enqueue(ctx, args, stdin, stdout, stderr)
+}
+
+func enqueue(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.Writer) error {
+	var o options
+	fs := flag.NewFlagSet("enqueue", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	fs.StringVar(&o.zone, "zone", "", "zone name or id (default: picked by each URL's, host's or prefix's hostname)")
+	fs.Var(&o.urls, "url", "URL to purge (repeatable; positional arguments are URLs too)")
+	fs.Var(&o.tags, "tag", "cache tag to purge (repeatable)")
+	fs.Var(&o.hosts, "host", "hostname to purge (repeatable)")
+	fs.Var(&o.prefixes, "prefix", "prefix host/path to purge (repeatable)")
+	fs.BoolVar(&o.everything, "everything", false, "purge everything in the zone")
+	fs.StringVar(&o.from, "from", "", "read one item per line from FILE (- for stdin)")
+	fs.StringVar(&o.kind, "kind", "files", "kind of the --from items: files, tags, hosts or prefixes")
+	fs.StringVar(&o.key, "idempotency-key", "", "a repeated request with the same key queues nothing new")
+	fs.BoolVar(&o.soft, "soft", false, "invalidate (mark stale) instead of evicting")
+	fs.BoolVar(&o.wait, "wait", false, "wait until every item is purged (exit 0) or one is dead-lettered (exit 1)")
+	fs.DurationVar(&o.timeout, "timeout", 10*time.Minute, "with --wait: give up after this long (exit 1)")
+	fs.BoolVar(&o.json, "json", false, "print the result as JSON on stdout")
+	fs.Usage = func() {
+		fmt.Fprintf(stderr, "Usage: enqueue [flags] [URL…]\n       enqueue status ID\n\nQueues a purge and prints its request id.\n\nFlags:\n")
+		fs.PrintDefaults()
+		fmt.Fprintf(stderr, "\nExit status: 0 queued (with --wait: purged), 2 invalid input (nothing queued), 1 anything else.\nEnvironment: PURGE_REDIS_URL, PURGE_ZONES (see worker --help).\n")
+	}
+	if err := parseInterleaved(fs, args); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			return err
+		}
+		return &exitError{exitInvalid, errors.New("")}
+	}
+	o.urls = append(o.urls, fs.Args()...)
+
+	pr := tasks.PurgeRequest{Zone: o.zone, Files: tasks.URLs(o.urls...), Tags: o.tags, Hosts: o.hosts, Prefixes: o.prefixes,
+		Everything: o.everything, Soft: o.soft, IdempotencyKey: o.key}
+	if o.from != "" {
+		if err := readItems(o.from, o.kind, stdin, &pr); err != nil {
+			return err
+		}
+	}
+
+	cfg, err := config.Load()
+	if err != nil {
+		return usageError("%v", err)
+	}
+	conn, err := connect(ctx, cfg)
+	if err != nil {
+		return err
+	}
+	defer conn.close()
+
+	req, err := conn.client.Build(pr)
+	if err != nil {
+		return invalid(err, o.json, stdout)
+	}
+	rc, err := conn.client.EnqueueBuilt(ctx, req)
+	if err != nil {
+		return fmt.Errorf("%w (nothing was queued)", err)
+	}
+	if rc.Duplicate {
+		fmt.Fprintf(stderr, "enqueue: idempotency key seen before: request %s was queued earlier; nothing new queued\n", rc.ID)
+	} else {
+		fmt.Fprintf(stderr, "enqueue: queued %d item(s)\n", rc.Items)
+	}
+	if !o.wait {
+		return printResult(stdout, o.json, rc, nil)
+	}
+	st, err := conn.waitDone(ctx, rc.ID, o.timeout, stderr)
+	if perr := printResult(stdout, o.json, rc, st); perr != nil {
+		return perr
+	}
+	return err
+}
+
+// parseInterleaved parses flags that may follow positional arguments
+// ("enqueue https://a/ --tag t").
+func parseInterleaved(fs *flag.FlagSet, args []string) error {
+	var positional []string
+	for {
+		if err := fs.Parse(args); err != nil {
+			return err
+		}
+		if fs.NArg() == 0 {
+			break
+		}
+		positional = append(positional, fs.Arg(0))
+		args = fs.Args()[1:]
+	}
+	return fs.Parse(append([]string{"--"}, positional...))
+}
+
+// readItems reads --from: one item per line; blank lines and lines starting
+// with # are skipped. Every bad line is reported with its number.
+func readItems(from, kindName string, stdin io.Reader, pr *tasks.PurgeRequest) error {
+	kind, err := purge.ParseKind(kindName)
+	if err != nil || kind == purge.Everything {
+		return usageError("--kind %q: want files, tags, hosts or prefixes", kindName)
+	}
+	r := stdin
+	name := "stdin"
+	if from != "-" {
+		f, err := os.Open(from)
+		if err != nil {
+			return usageError("--from: %v", err)
+		}
+		defer f.Close()
+		r, name = f, from
+	}
+	sc := bufio.NewScanner(r)
+	sc.Buffer(make([]byte, 64<<10), 1<<20)
+	var bad []string
+	for line := 1; sc.Scan(); line++ {
+		item := strings.TrimSpace(sc.Text())
+		if item == "" || strings.HasPrefix(item, "#") {
+			continue
+		}
+		if _, err := purge.Normalize(kind, item); err != nil {
+			bad = append(bad, fmt.Sprintf("%s:%d: %q: %v", name, line, item, err))
+			continue
+		}
+		switch kind {
+		case purge.Files:
+			pr.Files = append(pr.Files, purge.File{URL: item})
+		case purge.Tags:
+			pr.Tags = append(pr.Tags, item)
+		case purge.Hosts:
+			pr.Hosts = append(pr.Hosts, item)
+		case purge.Prefixes:
+			pr.Prefixes = append(pr.Prefixes, item)
+		}
+	}
+	if err := sc.Err(); err != nil {
+		return usageError("--from %s: %v", name, err)
+	}
+	if len(bad) > 0 {
+		return usageError("%d invalid line(s), nothing queued:\n  %s", len(bad), strings.Join(bad, "\n  "))
+	}
+	return nil
+}
+
+// invalid reports a rejected request: every bad item, exit 2.
+func invalid(err error, asJSON bool, stdout io.Writer) error {
+	var ie *purge.InvalidError
+	if !errors.As(err, &ie) {
+		return err
+	}
+	if asJSON {
+		json.NewEncoder(stdout).Encode(map[string]any{"error": "invalid input, nothing queued", "invalid": ie.Items})
+	}
+	lines := make([]string, len(ie.Items))
+	for i, it := range ie.Items {
+		lines[i] = fmt.Sprintf("%q: %s", it.Item, it.Reason)
+	}
+	return usageError("%d invalid item(s), nothing queued:\n  %s", len(ie.Items), strings.Join(lines, "\n  "))
+}
+
+func printResult(stdout io.Writer, asJSON bool, rc tasks.Receipt, st *batching.Status) error {
+	if !asJSON {
+		fmt.Fprintln(stdout, rc.ID)
+		return nil
+	}
+	out := map[string]any{"id": rc.ID, "items": rc.Items, "duplicate": rc.Duplicate}
+	if st != nil {
+		out["status"] = st
+	}
+	return json.NewEncoder(stdout).Encode(out)
+}
+
+// conn is the Redis side of a command.
+type conn struct {
+	rdb    *redis.Client
+	ac     *asynq.Client
+	client *tasks.Client
+	outbox *batching.Outbox
+}
+
+// connect opens Redis, retrying briefly, and resolves the zones:
+// PURGE_ZONES, else those the workers published.
+func connect(ctx context.Context, cfg *config.Config) (*conn, error) {
+	opt, err := redis.ParseURL(cfg.RedisURL)
+	if err != nil {
+		return nil, usageError("PURGE_REDIS_URL: %v", err)
+	}
+	rdb := redis.NewClient(opt)
+	deadline := time.Now().Add(3 * time.Second)
+	for {
+		err = rdb.Ping(ctx).Err()
+		if err == nil || time.Now().After(deadline) || ctx.Err() != nil {
+			break
+		}
+		time.Sleep(250 * time.Millisecond)
+	}
+	if err != nil {
+		rdb.Close()
+		return nil, fmt.Errorf("redis at %s is unreachable: %v (nothing was queued)", opt.Addr, err)
+	}
+	zones := cfg.Zones
+	if len(zones) == 0 {
+		if zones, err = tasks.PublishedZones(ctx, rdb); err != nil {
+			rdb.Close()
+			return nil, fmt.Errorf("reading the workers' zones: %w", err)
+		}
+	}
+	ac := asynq.NewClientFromRedisClient(rdb)
+	return &conn{rdb: rdb, ac: ac,
+		client: tasks.NewClient(ac, tasks.ClientOptions{Zones: zones, Retention: cfg.RequestRetention}),
+		outbox: batching.NewOutbox(rdb, cfg.RequestRetention)}, nil
+}
+
+func (c *conn) close() {
+	c.ac.Close()
+	c.rdb.Close()
+}
+
+// waitDone polls a request's status until it finishes or the timeout.
+func (c *conn) waitDone(ctx context.Context, id string, timeout time.Duration, stderr io.Writer) (*batching.Status, error) {
+	ctx, cancel := context.WithTimeout(ctx, timeout)
+	defer cancel()
+	tick := time.NewTicker(100 * time.Millisecond)
+	defer tick.Stop()
+	last := ""
+	for {
+		st, err := c.outbox.Status(ctx, id)
+		switch {
+		case errors.Is(err, batching.ErrUnknownRequest):
+			// not admitted yet
+		case err != nil && ctx.Err() == nil:
+			return nil, err
+		case err == nil:
+			line := fmt.Sprintf("%d/%d purged, %d superseded, %d dead-lettered", st.Purged, st.Total, st.Superseded, st.Dead)
+			if line != last {
+				fmt.Fprintln(stderr, "enqueue:", line)
+				last = line
+			}
+			switch st.State {
+			case "done":
+				return &st, nil
+			case "failed":
+				return &st, fmt.Errorf("%d item(s) dead-lettered: see enqueue dlq list", st.Dead)
+			}
+		}
+		select {
+		case <-ctx.Done():
+			return nil, fmt.Errorf("--wait: not finished after %s (request %s is still queued)", timeout, id)
+		case <-tick.C:
+		}
+	}
+}
+
+// status prints a request's progress.
+func status(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	if len(args) != 1 {
+		return usageError("usage: enqueue status ID")
+	}
+	cfg, err := config.Load()
+	if err != nil {
+		return usageError("%v", err)
+	}
+	c, err := connect(ctx, cfg)
+	if err != nil {
+		return err
+	}
+	defer c.close()
+	st, err := c.outbox.Status(ctx, args[0])
+	if errors.Is(err, batching.ErrUnknownRequest) {
+		if _, terr := asynq.NewInspectorFromRedisClient(c.rdb).GetTaskInfo(tasks.QueueRequests, args[0]); terr == nil {
+			st = batching.Status{ID: args[0], State: "queued"}
+			err = nil
+		} else {
+			return fmt.Errorf("no request %s (unknown, or finished longer ago than PURGE_REQUEST_RETENTION)", args[0])
+		}
+	}
+	if err != nil {
+		return err
+	}
+	return json.NewEncoder(stdout).Encode(st)
+}

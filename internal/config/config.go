@@ -1,0 +1,227 @@
+// Package config reads the environment both commands share (envconfig,
+// prefix PURGE; the names are fixed by CONTRACT.md), fills plan defaults and
+// validates everything at start-up, naming every problem at once.
+package config
+
+import (
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"os"
+	"strings"
+	"text/tabwriter"
+	"time"
+
+	"github.com/kelseyhightower/envconfig"
+
+	"github.com/purgeq/purgeq/internal/rate"
+	"github.com/purgeq/purgeq/limits"
+	"github.com/purgeq/purgeq/purge"
+	"github.com/purgeq/purgeq/tasks"
+)
+
+// Prefix is the environment variables' prefix.
+const Prefix = "PURGE"
+
+// Config is the whole configuration. Each field's desc is what --help prints.
+type Config struct {
+	RedisURL string `envconfig:"REDIS_URL" default:"redis://127.0.0.1:6379/0" desc:"Redis; rediss:// for TLS, user and password in the URL"`
+
+	APIURL       string `envconfig:"CLOUDFLARE_API_URL" default:"https://api.cloudflare.com/client/v4" desc:"Cloudflare API base URL"`
+	APIToken     string `envconfig:"CLOUDFLARE_API_TOKEN" desc:"API token with Cache Purge permission (worker only; never logged)"`
+	APITokenFile string `envconfig:"CLOUDFLARE_API_TOKEN_FILE" desc:"read the API token from this file instead (container secrets)"`
+	APITimeout   time.Duration `envconfig:"CLOUDFLARE_API_TIMEOUT" default:"30s" desc:"bound on one API call, response included"`
+
+	Zones tasks.Zones `envconfig:"ZONES" desc:"zones to purge: example.com=<zone id>,example.org=<zone id>"`
+	Plan  string      `envconfig:"PLAN" default:"free" desc:"free, pro, business or enterprise: default caps and purge limits"`
+
+	GlobalLimit       rate.Rate     `envconfig:"GLOBAL_LIMIT" default:"1000/5m" desc:"calls per window per API token across all workers, N/DURATION (Cloudflare allows 1200/5m; the rest is headroom for the dashboard and other tools)"`
+	GlobalGuard       time.Duration `envconfig:"GLOBAL_GUARD" desc:"extra window length covering network jitter between acquisition and arrival (default: 1% of the window, at most 1s)"`
+	GlobalCountsFiles bool          `envconfig:"GLOBAL_COUNTS_FILES" default:"true" desc:"URL purges take a slot in the global window too"`
+	Cooldown          time.Duration `envconfig:"COOLDOWN" default:"5m" desc:"how long every call on the token stops after a global 429 (or Retry-After, if longer)"`
+
+	FlexLimit rate.Rate `envconfig:"FLEX_LIMIT" desc:"tag/host/prefix/everything bucket refill, N/DURATION (default from plan)"`
+	FlexBurst int       `envconfig:"FLEX_BURST" desc:"tag/host/prefix/everything bucket size (default from plan)"`
+	URLLimit  rate.Rate `envconfig:"URL_LIMIT" desc:"URL bucket refill in URLs, N/DURATION (default from plan)"`
+	URLBurst  int       `envconfig:"URL_BURST" desc:"URL bucket size in URLs (default from plan)"`
+	MaxFiles  int       `envconfig:"MAX_FILES" desc:"most URLs in one request (default from plan)"`
+	MaxFlex   int       `envconfig:"MAX_FLEX" desc:"most tags, hosts or prefixes in one request (default from plan)"`
+
+	BatchWait  time.Duration `envconfig:"BATCH_WAIT" default:"2s" desc:"longest a partial batch waits for more items when the limits have room"`
+	CallWindow int           `envconfig:"CALL_WINDOW" default:"8" desc:"most outstanding API calls per purge bucket across all workers"`
+	InlineWait time.Duration `envconfig:"INLINE_WAIT" default:"2s" desc:"a call waits in-process for the limits up to this long; longer waits re-schedule it"`
+	MaxRetry   int           `envconfig:"MAX_RETRY" default:"10" desc:"attempts after a transient failure (5xx, timeout) before a batch is dead-lettered"`
+	RetryBase  time.Duration `envconfig:"RETRY_BASE" default:"1s" desc:"first retry delay after a transient failure; doubles each attempt, with jitter"`
+	RetryMax   time.Duration `envconfig:"RETRY_MAX" default:"5m" desc:"longest retry delay"`
+
+	Concurrency      int           `envconfig:"CONCURRENCY" default:"0" desc:"tasks one worker runs at once (0: twice the outstanding calls of both buckets, plus 8)"`
+	ShutdownTimeout  time.Duration `envconfig:"SHUTDOWN_TIMEOUT" default:"20s" desc:"how long SIGTERM waits for running tasks"`
+	RequestRetention time.Duration `envconfig:"REQUEST_RETENTION" default:"24h" desc:"how long a finished request's status and idempotency key are kept"`
+
+	HTTPAddr     string   `envconfig:"HTTP_ADDR" default:"127.0.0.1:8080" desc:"worker's HTTP side: UI, metrics, health"`
+	UIUser       string   `envconfig:"UI_USER" desc:"basic auth user for the UI"`
+	UIPassword   string   `envconfig:"UI_PASSWORD" desc:"basic auth password for the UI (never logged)"`
+	IntakeAddr   string   `envconfig:"INTAKE_ADDR" default:"127.0.0.1:8081" desc:"enqueue serve listen address"`
+	IntakeTokens []string `envconfig:"INTAKE_TOKENS" desc:"comma-separated bearer tokens accepted by enqueue serve (never logged)"`
+
+	LogLevel  string `envconfig:"LOG_LEVEL" default:"info" desc:"debug, info, warn or error"`
+	LogFormat string `envconfig:"LOG_FORMAT" desc:"json or console (default: console on a terminal, else json)"`
+}
+
+// Load reads the environment. It checks what both commands need; the
+// worker adds CheckWorker.
+func Load() (*Config, error) {
+	var c Config
+	if err := envconfig.Process(Prefix, &c); err != nil {
+		return nil, err
+	}
+	if c.APITokenFile != "" && c.APIToken == "" {
+		b, err := os.ReadFile(c.APITokenFile)
+		if err != nil {
+			return nil, fmt.Errorf("PURGE_CLOUDFLARE_API_TOKEN_FILE: %w", err)
+		}
+		c.APIToken = strings.TrimSpace(string(b))
+	}
+	return &c, c.check()
+}
+
+func (c *Config) check() error {
+	var errs []error
+	if _, err := purge.PlanByName(c.Plan); err != nil {
+		errs = append(errs, fmt.Errorf("PURGE_PLAN: %w", err))
+	}
+	if !strings.HasPrefix(c.RedisURL, "redis://") && !strings.HasPrefix(c.RedisURL, "rediss://") && !strings.HasPrefix(c.RedisURL, "unix://") {
+		errs = append(errs, fmt.Errorf("PURGE_REDIS_URL %q: want redis://, rediss:// or unix://", redact(c.RedisURL)))
+	}
+	for name, d := range map[string]time.Duration{"PURGE_BATCH_WAIT": c.BatchWait, "PURGE_COOLDOWN": c.Cooldown, "PURGE_GLOBAL_GUARD": c.GlobalGuard,
+		"PURGE_INLINE_WAIT": c.InlineWait, "PURGE_RETRY_BASE": c.RetryBase, "PURGE_RETRY_MAX": c.RetryMax} {
+		if d < 0 {
+			errs = append(errs, fmt.Errorf("%s must not be negative (got %s)", name, d))
+		}
+	}
+	if c.CallWindow < 1 {
+		errs = append(errs, fmt.Errorf("PURGE_CALL_WINDOW must be at least 1 (got %d)", c.CallWindow))
+	}
+	for name, n := range map[string]int{"PURGE_MAX_RETRY": c.MaxRetry, "PURGE_CONCURRENCY": c.Concurrency,
+		"PURGE_FLEX_BURST": c.FlexBurst, "PURGE_URL_BURST": c.URLBurst, "PURGE_MAX_FILES": c.MaxFiles, "PURGE_MAX_FLEX": c.MaxFlex} {
+		if n < 0 {
+			errs = append(errs, fmt.Errorf("%s must not be negative (got %d)", name, n))
+		}
+	}
+	if c.LogFormat != "" && c.LogFormat != "json" && c.LogFormat != "console" {
+		errs = append(errs, fmt.Errorf("PURGE_LOG_FORMAT %q: want json or console", c.LogFormat))
+	}
+	return errors.Join(errs...)
+}
+
+// CheckWorker adds what only the worker needs: a token, zones, and caps
+// that fit the buckets. It names every problem.
+func (c *Config) CheckWorker() error {
+	var errs []error
+	if c.APIToken == "" {
+		errs = append(errs, errors.New("PURGE_CLOUDFLARE_API_TOKEN (or PURGE_CLOUDFLARE_API_TOKEN_FILE) is not set"))
+	}
+	if len(c.Zones) == 0 {
+		errs = append(errs, errors.New("PURGE_ZONES is not set: want example.com=<zone id>,…"))
+	}
+	if !strings.HasPrefix(c.APIURL, "http://") && !strings.HasPrefix(c.APIURL, "https://") {
+		errs = append(errs, fmt.Errorf("PURGE_CLOUDFLARE_API_URL %q: want an http(s) URL", c.APIURL))
+	}
+	if _, err := purge.PlanByName(c.Plan); err == nil {
+		p := c.ResolvedPlan()
+		if p.MaxFiles > p.URLBurst {
+			errs = append(errs, fmt.Errorf("PURGE_MAX_FILES %d exceeds PURGE_URL_BURST %d by %d: a full URL batch could never be sent", p.MaxFiles, p.URLBurst, p.MaxFiles-p.URLBurst))
+		}
+	}
+	if err := c.checkUIExposure(); err != nil {
+		errs = append(errs, err)
+	}
+	return errors.Join(errs...)
+}
+
+// checkUIExposure refuses an unauthenticated UI on a non-loopback address.
+func (c *Config) checkUIExposure() error {
+	if c.UIUser != "" && c.UIPassword != "" {
+		return nil
+	}
+	host, _, err := net.SplitHostPort(c.HTTPAddr)
+	if err != nil {
+		return fmt.Errorf("PURGE_HTTP_ADDR %q: %v", c.HTTPAddr, err)
+	}
+	if ip := net.ParseIP(host); host == "localhost" || ip != nil && ip.IsLoopback() {
+		return nil
+	}
+	return fmt.Errorf("PURGE_HTTP_ADDR %q is not a loopback address: set PURGE_UI_USER and PURGE_UI_PASSWORD, or listen on 127.0.0.1", c.HTTPAddr)
+}
+
+// ResolvedPlan is the plan preset with every override applied.
+func (c *Config) ResolvedPlan() purge.Plan {
+	p, _ := purge.PlanByName(c.Plan)
+	if !c.FlexLimit.IsZero() {
+		p.FlexRate = c.FlexLimit
+	}
+	if c.FlexBurst > 0 {
+		p.FlexBurst = c.FlexBurst
+	}
+	if !c.URLLimit.IsZero() {
+		p.URLRate = c.URLLimit
+	}
+	if c.URLBurst > 0 {
+		p.URLBurst = c.URLBurst
+	}
+	if c.MaxFiles > 0 {
+		p.MaxFiles = c.MaxFiles
+	}
+	if c.MaxFlex > 0 {
+		p.MaxFlex = c.MaxFlex
+	}
+	return p
+}
+
+// Limits is the limiter configuration for the token.
+func (c *Config) Limits() limits.Config {
+	p := c.ResolvedPlan()
+	guard := c.GlobalGuard
+	if guard == 0 {
+		guard = min(time.Second, c.GlobalLimit.Per/100)
+	}
+	return limits.Config{
+		Scope:             limits.Fingerprint(c.APIToken),
+		Global:            c.GlobalLimit,
+		Guard:             guard,
+		GlobalCountsFiles: c.GlobalCountsFiles,
+		Flex:              limits.Bucket{Rate: p.FlexRate, Burst: p.FlexBurst},
+		URL:               limits.Bucket{Rate: p.URLRate, Burst: p.URLBurst},
+	}
+}
+
+// WorkerConcurrency is the asynq concurrency to use.
+func (c *Config) WorkerConcurrency() int {
+	if c.Concurrency > 0 {
+		return c.Concurrency
+	}
+	return 2*2*c.CallWindow + 8
+}
+
+// Usage writes every variable with its default and meaning.
+func Usage(w io.Writer) error {
+	tw := tabwriter.NewWriter(w, 1, 0, 2, ' ', 0)
+	fmt.Fprintln(tw, "VARIABLE\tDEFAULT\tMEANING")
+	err := envconfig.Usagef(Prefix, &Config{}, tw, `{{range .}}{{usage_key .}}	{{usage_default .}}	{{usage_description .}}
+{{end}}`)
+	if err != nil {
+		return err
+	}
+	return tw.Flush()
+}
+
+// redact hides a URL's password.
+func redact(u string) string {
+	if at := strings.LastIndex(u, "@"); at > 0 {
+		if scheme := strings.Index(u, "://"); scheme > 0 && scheme < at {
+			return u[:scheme+3] + "…@" + u[at+1:]
+		}
+	}
+	return u
+}

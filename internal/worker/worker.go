@@ -1,0 +1,162 @@
+// Package worker wires the worker process: Redis, the limiter, the outbox
+// and its dispatcher, the asynq server with the purge handlers, and the
+// HTTP side (health now; UI and metrics are mounted on the same mux).
+// cmd/worker only parses flags and calls Run.
+package worker
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"net/http"
+	"sync"
+	"time"
+
+	"github.com/hibiken/asynq"
+	"github.com/redis/go-redis/v9"
+	"github.com/rs/zerolog"
+
+	"github.com/purgeq/purgeq/batching"
+	"github.com/purgeq/purgeq/internal/config"
+	"github.com/purgeq/purgeq/internal/logging"
+	"github.com/purgeq/purgeq/internal/pipeline"
+	"github.com/purgeq/purgeq/limits"
+	"github.com/purgeq/purgeq/purge"
+	"github.com/purgeq/purgeq/tasks"
+)
+
+// Timing constants that are not worth configuring.
+const (
+	// pollInterval is how often an idle asynq server looks for tasks, and
+	// dispatchTick how often the dispatcher looks at lanes unwoken. Both
+	// bound the latency a partial batch adds beyond PURGE_BATCH_WAIT.
+	pollInterval = 20 * time.Millisecond
+	dispatchTick = 20 * time.Millisecond
+	// strandedAfter: a hand-off older than this is re-enqueued.
+	strandedAfter = 5 * time.Second
+	// callRetention keeps a finished call's task (visible in the UI, and
+	// its id reserved, so a late re-enqueue cannot send it twice).
+	callRetention = 30 * time.Minute
+)
+
+// Run starts the worker and blocks until ctx ends, then shuts down
+// gracefully within cfg.ShutdownTimeout.
+func Run(ctx context.Context, cfg *config.Config, log zerolog.Logger) error {
+	opt, err := redis.ParseURL(cfg.RedisURL)
+	if err != nil {
+		return fmt.Errorf("PURGE_REDIS_URL: %w", err)
+	}
+	opt.PoolSize = cfg.WorkerConcurrency() + 16
+	rdb := redis.NewClient(opt)
+	defer rdb.Close()
+	if err := waitForRedis(ctx, rdb, 10*time.Second); err != nil {
+		return fmt.Errorf("redis at %s: %w", opt.Addr, err)
+	}
+
+	if err := tasks.PublishZones(ctx, rdb, cfg.Zones); err != nil {
+		return err
+	}
+	plan := cfg.ResolvedPlan()
+	lim, err := limits.New(rdb, cfg.Limits())
+	if err != nil {
+		return err
+	}
+	api, err := purge.NewClient(purge.ClientConfig{BaseURL: cfg.APIURL, Token: cfg.APIToken, Timeout: cfg.APITimeout, UserAgent: "purgeq-worker"})
+	if err != nil {
+		return err
+	}
+	ob := batching.NewOutbox(rdb, cfg.RequestRetention)
+	ac := asynq.NewClientFromRedisClient(rdb)
+	callTimeout := cfg.InlineWait + cfg.APITimeout + 30*time.Second
+	enqueue := func(ctx context.Context, id string, payload []byte) error {
+		_, err := ac.EnqueueContext(ctx, asynq.NewTask(tasks.TypeCall, payload), asynq.TaskID(id), asynq.Queue(tasks.QueueCalls),
+			asynq.MaxRetry(cfg.MaxRetry), asynq.Retention(callRetention), asynq.Timeout(callTimeout))
+		if errors.Is(err, asynq.ErrTaskIDConflict) {
+			return nil
+		}
+		return err
+	}
+	disp := batching.NewDispatcher(ob, lim, enqueue, batching.DispatcherConfig{
+		Caps: plan.Cap, BatchWait: cfg.BatchWait, Window: cfg.CallWindow,
+		Lease: cfg.Cooldown + cfg.RetryMax + callTimeout, Tick: dispatchTick, StrandedAfter: strandedAfter,
+	}, log.With().Str("component", "dispatcher").Logger())
+
+	backoff := pipeline.Backoff{Base: cfg.RetryBase, Max: cfg.RetryMax}
+	mux := asynq.NewServeMux()
+	mux.Handle(tasks.TypeRequest, &pipeline.RequestHandler{Outbox: ob, Admitted: disp.Wake, Log: log})
+	mux.Handle(tasks.TypeCall, &pipeline.CallHandler{Outbox: ob, Limiter: lim, API: api, InlineWait: cfg.InlineWait,
+		GlobalCooldown: cfg.Cooldown, Done: disp.Wake, Log: log})
+	srv := asynq.NewServerFromRedisClient(rdb, asynq.Config{
+		Concurrency:              cfg.WorkerConcurrency(),
+		Queues:                   map[string]int{tasks.QueueCalls: 3, tasks.QueueRequests: 2},
+		TaskCheckInterval:        pollInterval,
+		DelayedTaskCheckInterval: 100 * time.Millisecond,
+		IsFailure:                pipeline.IsFailure,
+		RetryDelayFunc:           backoff.Delay,
+		ShutdownTimeout:          cfg.ShutdownTimeout,
+		Logger:                   logging.Asynq{L: log.With().Str("component", "asynq").Logger()},
+		LogLevel:                 asynq.WarnLevel,
+	})
+
+	httpSrv := &http.Server{Addr: cfg.HTTPAddr, Handler: httpMux(rdb), ReadHeaderTimeout: 10 * time.Second}
+	ln, err := net.Listen("tcp", cfg.HTTPAddr)
+	if err != nil {
+		return fmt.Errorf("PURGE_HTTP_ADDR: %w", err)
+	}
+	if err := srv.Start(mux); err != nil {
+		ln.Close()
+		return err
+	}
+	log.Info().Str("http", ln.Addr().String()).Str("plan", plan.Name).Str("global_limit", cfg.GlobalLimit.String()).
+		Int("zones", len(cfg.Zones)).Str("token", limits.Fingerprint(cfg.APIToken)).Msg("worker started")
+
+	var wg sync.WaitGroup
+	dctx, stopDispatch := context.WithCancel(context.Background())
+	wg.Go(func() { disp.Run(dctx) })
+	wg.Go(func() {
+		if err := httpSrv.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
+			log.Error().Err(err).Msg("HTTP server failed")
+		}
+	})
+
+	<-ctx.Done()
+	log.Info().Dur("timeout", cfg.ShutdownTimeout).Msg("shutting down: finishing running tasks")
+	stopDispatch()
+	srv.Shutdown()
+	sctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	httpSrv.Shutdown(sctx)
+	wg.Wait()
+	ac.Close()
+	log.Info().Msg("worker stopped")
+	return nil
+}
+
+func waitForRedis(ctx context.Context, rdb *redis.Client, limit time.Duration) error {
+	deadline := time.Now().Add(limit)
+	for {
+		err := rdb.Ping(ctx).Err()
+		if err == nil || time.Now().After(deadline) || ctx.Err() != nil {
+			return err
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+}
+
+func httpMux(rdb *redis.Client) *http.ServeMux {
+	mux := http.NewServeMux()
+	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, r *http.Request) {
+		w.Write([]byte("ok\n"))
+	})
+	mux.HandleFunc("GET /readyz", func(w http.ResponseWriter, r *http.Request) {
+		ctx, cancel := context.WithTimeout(r.Context(), 2*time.Second)
+		defer cancel()
+		if err := rdb.Ping(ctx).Err(); err != nil {
+			http.Error(w, "redis unreachable: "+err.Error(), http.StatusServiceUnavailable)
+			return
+		}
+		w.Write([]byte("ready\n"))
+	})
+	return mux
+}

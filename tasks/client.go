@@ -1,0 +1,213 @@
+package tasks
+
+import (
+	"context"
+	"crypto/rand"
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net/url"
+	"strings"
+	"time"
+
+	"github.com/hibiken/asynq"
+
+	"github.com/purgeq/purgeq/purge"
+)
+
+// PurgeRequest is what a producer asks for. Several kinds may be mixed; the
+// worker sends one kind per API call.
+type PurgeRequest struct {
+	// Zone names the zone by name or id. Empty: each URL's, host's or
+	// prefix's hostname picks its zone (longest suffix match); tags and
+	// purge-everything then need the zone unless only one is configured.
+	Zone       string
+	Files      []purge.File
+	Tags       []string
+	Hosts      []string
+	Prefixes   []string
+	Everything bool
+	// Soft asks for invalidation (mark stale) instead of eviction.
+	Soft bool
+	// IdempotencyKey makes a repeated request (a re-run deploy hook) a
+	// no-op that returns the first request's id.
+	IdempotencyKey string
+}
+
+// URLs is a convenience for PurgeRequest.Files without headers.
+func URLs(urls ...string) []purge.File {
+	files := make([]purge.File, len(urls))
+	for i, u := range urls {
+		files[i] = purge.File{URL: u}
+	}
+	return files
+}
+
+// Receipt is the answer to a durably queued request.
+type Receipt struct {
+	ID    string `json:"id"`
+	Items int    `json:"items"`
+	// Duplicate: the idempotency key was seen before; ID is the first
+	// request's, and nothing new was queued.
+	Duplicate bool `json:"duplicate,omitempty"`
+}
+
+// Client is the producer API: every entry point (the enqueue command, the
+// HTTP intake, Go programs) queues purges through it.
+type Client struct {
+	asynq     *asynq.Client
+	zones     Zones
+	retention time.Duration
+}
+
+// ClientOptions configure a Client.
+type ClientOptions struct {
+	// Zones are the configured zones (PURGE_ZONES).
+	Zones Zones
+	// Retention keeps a processed request task, and so its idempotency
+	// key, this long. Zero means 24h.
+	Retention time.Duration
+}
+
+// NewClient returns a Client on the asynq client ac (which it does not close).
+func NewClient(ac *asynq.Client, opts ClientOptions) *Client {
+	if opts.Retention == 0 {
+		opts.Retention = 24 * time.Hour
+	}
+	return &Client{asynq: ac, zones: opts.Zones, retention: opts.Retention}
+}
+
+// Enqueue validates every item, resolves zones and queues the request. It
+// returns once the request is in Redis. Invalid input yields a
+// *purge.InvalidError naming every bad item, and nothing is queued.
+func (c *Client) Enqueue(ctx context.Context, pr PurgeRequest) (Receipt, error) {
+	req, err := c.Build(pr)
+	if err != nil {
+		return Receipt{}, err
+	}
+	return c.EnqueueBuilt(ctx, req)
+}
+
+// Build validates and resolves a request without queueing it.
+func (c *Client) Build(pr PurgeRequest) (*Request, error) {
+	b := builder{zones: c.zones, out: map[string]map[purge.Kind][]string{}, seen: map[string]bool{}}
+	if pr.Zone != "" {
+		z, ok := c.zones.Lookup(pr.Zone)
+		if !ok {
+			return nil, &purge.InvalidError{Items: []purge.Invalid{{Item: pr.Zone, Reason: "zone is not one of PURGE_ZONES (" + c.zones.String() + ")"}}}
+		}
+		b.zone = &z
+	}
+	if pr.Everything {
+		b.add(purge.Everything, purge.EverythingKey, purge.EverythingKey, "")
+	}
+	for _, f := range pr.Files {
+		key, err := purge.NormalizeFile(f)
+		b.addChecked(purge.Files, f.URL, key, err, func() string { return urlHost(key) })
+	}
+	for kind, items := range map[purge.Kind][]string{purge.Tags: pr.Tags, purge.Hosts: pr.Hosts, purge.Prefixes: pr.Prefixes} {
+		for _, raw := range items {
+			key, err := purge.Normalize(kind, raw)
+			b.addChecked(kind, raw, key, err, func() string { h, _, _ := strings.Cut(key, "/"); return h })
+		}
+	}
+	if len(b.bad) > 0 {
+		return nil, &purge.InvalidError{Items: b.bad}
+	}
+	if len(b.out) == 0 {
+		return nil, &purge.InvalidError{Items: []purge.Invalid{{Item: "", Reason: "the request names nothing to purge"}}}
+	}
+	id := newID()
+	if pr.IdempotencyKey != "" {
+		sum := sha256.Sum256([]byte(pr.IdempotencyKey))
+		id = "k" + hex.EncodeToString(sum[:12])
+	}
+	return &Request{ID: id, EnqueuedAt: time.Now().UnixMilli(), Soft: pr.Soft, Zones: b.out}, nil
+}
+
+// EnqueueBuilt queues a request made by Build.
+func (c *Client) EnqueueBuilt(ctx context.Context, req *Request) (Receipt, error) {
+	payload, err := json.Marshal(req)
+	if err != nil {
+		return Receipt{}, err
+	}
+	rc := Receipt{ID: req.ID, Items: req.Total()}
+	_, err = c.asynq.EnqueueContext(ctx, asynq.NewTask(TypeRequest, payload),
+		asynq.TaskID(req.ID), asynq.Queue(QueueRequests), asynq.MaxRetry(25), asynq.Retention(c.retention))
+	switch {
+	case errors.Is(err, asynq.ErrTaskIDConflict):
+		rc.Duplicate = true
+		return rc, nil
+	case err != nil:
+		return Receipt{}, fmt.Errorf("queueing request: %w", err)
+	}
+	return rc, nil
+}
+
+// builder groups items by zone and kind, collecting every error.
+type builder struct {
+	zones Zones
+	zone  *Zone
+	out   map[string]map[purge.Kind][]string
+	seen  map[string]bool
+	bad   []purge.Invalid
+}
+
+func (b *builder) addChecked(kind purge.Kind, raw, key string, err error, host func() string) {
+	if err != nil {
+		b.bad = append(b.bad, purge.Invalid{Item: raw, Reason: err.Error()})
+		return
+	}
+	h := ""
+	if kind != purge.Tags {
+		h = host()
+	}
+	b.add(kind, raw, key, h)
+}
+
+// add places one valid item in its zone; host is empty for tags and
+// purge-everything, which cannot pick a zone by themselves.
+func (b *builder) add(kind purge.Kind, raw, key, host string) {
+	var zone Zone
+	switch {
+	case b.zone != nil:
+		zone = *b.zone
+	case host != "":
+		z, ok := b.zones.ForHost(host)
+		if !ok {
+			b.bad = append(b.bad, purge.Invalid{Item: raw, Reason: fmt.Sprintf("no configured zone matches host %q (PURGE_ZONES: %s)", host, b.zones)})
+			return
+		}
+		zone = z
+	case len(b.zones) == 1:
+		zone = b.zones[0]
+	default:
+		b.bad = append(b.bad, purge.Invalid{Item: raw, Reason: fmt.Sprintf("%s need a zone: name one (--zone) of %s", kind, b.zones)})
+		return
+	}
+	dedup := zone.ID + "\x00" + string(kind) + "\x00" + key
+	if b.seen[dedup] {
+		return
+	}
+	b.seen[dedup] = true
+	if b.out[zone.ID] == nil {
+		b.out[zone.ID] = map[purge.Kind][]string{}
+	}
+	b.out[zone.ID][kind] = append(b.out[zone.ID][kind], key)
+}
+
+func urlHost(key string) string {
+	u, err := url.Parse(purge.ItemURL(key))
+	if err != nil {
+		return ""
+	}
+	return u.Hostname()
+}
+
+func newID() string {
+	var b [12]byte
+	rand.Read(b[:])
+	return hex.EncodeToString(b[:])
+}
