@@ -28,9 +28,9 @@ const Prefix = "PURGE"
 type Config struct {
 	RedisURL string `envconfig:"REDIS_URL" default:"redis://127.0.0.1:6379/0" desc:"Redis; rediss:// for TLS, user and password in the URL"`
 
-	APIURL       string `envconfig:"CLOUDFLARE_API_URL" default:"https://api.cloudflare.com/client/v4" desc:"Cloudflare API base URL"`
-	APIToken     string `envconfig:"CLOUDFLARE_API_TOKEN" desc:"API token with Cache Purge permission (worker only; never logged)"`
-	APITokenFile string `envconfig:"CLOUDFLARE_API_TOKEN_FILE" desc:"read the API token from this file instead (container secrets)"`
+	APIURL       string        `envconfig:"CLOUDFLARE_API_URL" default:"https://api.cloudflare.com/client/v4" desc:"Cloudflare API base URL"`
+	APIToken     string        `envconfig:"CLOUDFLARE_API_TOKEN" desc:"API token with Cache Purge permission (worker only; never logged)"`
+	APITokenFile string        `envconfig:"CLOUDFLARE_API_TOKEN_FILE" desc:"read the API token from this file instead (container secrets)"`
 	APITimeout   time.Duration `envconfig:"CLOUDFLARE_API_TIMEOUT" default:"30s" desc:"bound on one API call, response included"`
 
 	Zones tasks.Zones `envconfig:"ZONES" desc:"zones to purge: example.com=<zone id>,example.org=<zone id>"`

@@ -29,7 +29,9 @@ type Wait struct {
 	Reason string
 }
 
-func (w *Wait) Error() string { return fmt.Sprintf("waiting %s for %s", w.D.Round(time.Millisecond), w.Reason) }
+func (w *Wait) Error() string {
+	return fmt.Sprintf("waiting %s for %s", w.D.Round(time.Millisecond), w.Reason)
+}
 
 // IsFailure is asynq's Config.IsFailure: a Wait is not a failure.
 func IsFailure(err error) bool {
