@@ -184,7 +184,11 @@ func (b *builder) add(kind purge.Kind, raw, key, host string) {
 	case len(b.zones) == 1:
 		zone = b.zones[0]
 	default:
-		b.bad = append(b.bad, purge.Invalid{Item: raw, Reason: fmt.Sprintf("%s need a zone: name one (--zone) of %s", kind, b.zones)})
+		what := string(kind) + " need"
+		if kind == purge.Everything {
+			what = "everything needs"
+		}
+		b.bad = append(b.bad, purge.Invalid{Item: raw, Reason: fmt.Sprintf("%s a zone: name one of %s", what, b.zones)})
 		return
 	}
 	dedup := zone.ID + "\x00" + string(kind) + "\x00" + key

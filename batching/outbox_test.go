@@ -1,0 +1,318 @@
+package batching
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+	"github.com/rs/zerolog"
+
+	"github.com/purgeq/purgeq/internal/testredis"
+	"github.com/purgeq/purgeq/limits"
+	"github.com/purgeq/purgeq/purge"
+	"github.com/purgeq/purgeq/tasks"
+)
+
+var srv *testredis.Server
+
+func TestMain(m *testing.M) { testredis.Main(m, &srv) }
+
+func newOutbox(t *testing.T) (*Outbox, *redis.Client) {
+	t.Helper()
+	opt, _ := redis.ParseURL(os.Getenv("PURGE_TEST_REDIS_URL"))
+	rdb := redis.NewClient(opt)
+	t.Cleanup(func() { rdb.Close() })
+	testredis.Flush(t, rdb)
+	return NewOutbox(rdb, time.Hour), rdb
+}
+
+func request(id string, soft bool, zone string, kinds map[purge.Kind][]string) *tasks.Request {
+	return &tasks.Request{ID: id, EnqueuedAt: time.Now().UnixMilli(), Soft: soft, Zones: map[string]map[purge.Kind][]string{zone: kinds}}
+}
+
+func admit(t *testing.T, ob *Outbox, r *tasks.Request) {
+	t.Helper()
+	if _, err := ob.Admit(context.Background(), r); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func pop(t *testing.T, ob *Outbox, p PopRequest) (PopResult, *tasks.Call) {
+	t.Helper()
+	if p.Window == 0 {
+		p.Window = 10
+	}
+	if p.Lease == 0 {
+		p.Lease = time.Hour
+	}
+	res, err := ob.Pop(context.Background(), p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if res.Status != Popped {
+		return res, nil
+	}
+	call, err := tasks.DecodeCall(res.Call)
+	if err != nil {
+		t.Fatalf("payload %s: %v", res.Call, err)
+	}
+	return res, call
+}
+
+func status(t *testing.T, ob *Outbox, id string) Status {
+	t.Helper()
+	st, err := ob.Status(context.Background(), id)
+	if err != nil {
+		t.Fatalf("status %s: %v", id, err)
+	}
+	return st
+}
+
+func urls(n int, format string) []string {
+	out := make([]string, n)
+	for i := range out {
+		out[i] = fmt.Sprintf(format, i)
+	}
+	return out
+}
+
+// TestCoalescing: items waiting twice are stored once and credited to
+// both requests; a full chunk leaves at once, a partial one after the wait.
+func TestCoalescing(t *testing.T) {
+	ob, _ := newOutbox(t)
+	ctx := context.Background()
+	files := Lane{Zone: "z", Kind: purge.Files}
+	admit(t, ob, request("r1", false, "z", map[purge.Kind][]string{purge.Files: urls(150, "https://a.example/%d")}))
+	admit(t, ob, request("r2", false, "z", map[purge.Kind][]string{purge.Files: urls(120, "https://a.example/%d")}))
+	if again, _ := ob.Admit(ctx, request("r2", false, "z", map[purge.Kind][]string{purge.Files: {"https://x.example/"}})); again {
+		t.Error("a request was admitted twice")
+	}
+
+	_, call := pop(t, ob, PopRequest{Lane: files, Cap: 100, Wait: time.Hour})
+	if call == nil || len(call.Items) != 100 || call.Kind != purge.Files || call.Zone != "z" {
+		t.Fatalf("full chunk: %+v", call)
+	}
+	if call.Sources[0] != "r1 r2" {
+		t.Errorf("sources of a shared item = %q, want \"r1 r2\"", call.Sources[0])
+	}
+	res, _ := pop(t, ob, PopRequest{Lane: files, Cap: 100, Wait: time.Hour})
+	if res.Status != NotReady || res.ReadyIn < 59*time.Minute {
+		t.Fatalf("partial chunk before the wait: %+v", res)
+	}
+	res, _ = pop(t, ob, PopRequest{Lane: files, Cap: 100, Wait: 0})
+	if res.Status != PartialReady || res.Size != 50 {
+		t.Fatalf("partial chunk after the wait: %+v", res)
+	}
+	_, rest := pop(t, ob, PopRequest{Lane: files, Cap: 100, Wait: 0, AllowPartial: true})
+	if rest == nil || len(rest.Items) != 50 {
+		t.Fatalf("partial pop: %+v", rest)
+	}
+	if res, _ := pop(t, ob, PopRequest{Lane: files, Cap: 100}); res.Status != LaneEmpty {
+		t.Errorf("empty lane: %+v", res)
+	}
+
+	if err := ob.Purged(ctx, call); err != nil {
+		t.Fatal(err)
+	}
+	// Equal scores pop in lexicographic order, so r2 owns some of the 100.
+	if st := status(t, ob, "r2"); st.Purged == 0 || st.Purged >= 100 || st.State != "in_progress" {
+		t.Errorf("r2 after the first call: %+v", st)
+	}
+	if err := ob.Purged(ctx, rest); err != nil {
+		t.Fatal(err)
+	}
+	if st := status(t, ob, "r1"); st.Purged != 150 || st.State != "done" {
+		t.Errorf("r1: %+v", st)
+	}
+	if st := status(t, ob, "r2"); st.Purged != 120 || st.State != "done" {
+		t.Errorf("r2: %+v", st)
+	}
+	lanes, _ := ob.Lanes(ctx)
+	if len(lanes) != 0 {
+		t.Errorf("lanes left: %v", lanes)
+	}
+}
+
+// TestEverythingSupersedes: a purge-everything takes the place of what
+// waits for its zone, and covers what arrives while it waits; a soft one
+// does not cover hard purges.
+func TestEverythingSupersedes(t *testing.T) {
+	ob, _ := newOutbox(t)
+	admit(t, ob, request("r1", false, "z", map[purge.Kind][]string{purge.Files: urls(3, "https://a.example/%d"), purge.Tags: {"t1"}}))
+	admit(t, ob, request("other-zone", false, "y", map[purge.Kind][]string{purge.Tags: {"t1"}}))
+	admit(t, ob, request("soft", true, "z", map[purge.Kind][]string{purge.Everything: {purge.EverythingKey}}))
+	if st := status(t, ob, "r1"); st.Superseded != 0 {
+		t.Errorf("a soft purge-everything superseded hard items: %+v", st)
+	}
+	admit(t, ob, request("all", false, "z", map[purge.Kind][]string{purge.Everything: {purge.EverythingKey}}))
+	if st := status(t, ob, "r1"); st.Superseded != 4 || st.State != "done" {
+		t.Errorf("r1 after purge-everything: %+v", st)
+	}
+	if st := status(t, ob, "soft"); st.Superseded != 1 || st.State != "done" {
+		t.Errorf("the soft purge-everything was not superseded by the hard one: %+v", st)
+	}
+	admit(t, ob, request("late", true, "z", map[purge.Kind][]string{purge.Prefixes: {"a.example/x/"}}))
+	if st := status(t, ob, "late"); st.Superseded != 1 {
+		t.Errorf("an item arriving while purge-everything waits: %+v", st)
+	}
+	lanes, _ := ob.Lanes(context.Background())
+	ids := []string{}
+	for _, l := range lanes {
+		ids = append(ids, l.id())
+	}
+	if got := strings.Join(sortStrings(ids), " "); got != "y|tags|0 z|everything|0" {
+		t.Errorf("lanes = %s", got)
+	}
+	_, call := pop(t, ob, PopRequest{Lane: Lane{Zone: "z", Kind: purge.Everything}, Cap: 1, Wait: time.Hour})
+	if call == nil || call.Items[0] != purge.EverythingKey {
+		t.Fatalf("purge-everything did not leave at once: %+v", call)
+	}
+}
+
+func sortStrings(s []string) []string {
+	for i := range s {
+		for j := i + 1; j < len(s); j++ {
+			if s[j] < s[i] {
+				s[i], s[j] = s[j], s[i]
+			}
+		}
+	}
+	return s
+}
+
+// TestWindowAndCrashRecovery: the window bounds outstanding calls of a
+// scope; a popped call whose hand-off never finished is found by Stranded.
+func TestWindowAndCrashRecovery(t *testing.T) {
+	ob, _ := newOutbox(t)
+	ctx := context.Background()
+	admit(t, ob, request("r", false, "z", map[purge.Kind][]string{purge.Tags: urls(250, "t%d"), purge.Files: {"https://a.example/"}}))
+	tags := Lane{Zone: "z", Kind: purge.Tags}
+	res1, c1 := pop(t, ob, PopRequest{Lane: tags, Cap: 100, Window: 2})
+	_, c2 := pop(t, ob, PopRequest{Lane: tags, Cap: 100, Window: 2})
+	if c1 == nil || c2 == nil {
+		t.Fatal("two pops within the window failed")
+	}
+	if res, _ := pop(t, ob, PopRequest{Lane: tags, Cap: 100, Window: 2}); res.Status != WindowFull {
+		t.Fatalf("third pop: %+v, want WindowFull", res)
+	}
+	// The other scope has its own window.
+	if _, c := pop(t, ob, PopRequest{Lane: Lane{Zone: "z", Kind: purge.Files}, Cap: 100, Window: 2, AllowPartial: true}); c == nil {
+		t.Fatal("the URL scope was blocked by the flex window")
+	}
+	if err := ob.Handoff(ctx, res1.CallID); err != nil {
+		t.Fatal(err)
+	}
+	stranded, err := ob.Stranded(ctx, 0)
+	if err != nil || len(stranded) != 2 || stranded[c2.ID] == nil {
+		t.Fatalf("stranded = %v, %v; want c2 and the files call", stranded, err)
+	}
+	if err := ob.Purged(ctx, c1); err != nil {
+		t.Fatal(err)
+	}
+	if _, c := pop(t, ob, PopRequest{Lane: tags, Cap: 100, Window: 2, AllowPartial: true}); c == nil || len(c.Items) != 50 {
+		t.Fatalf("pop after a call finished: %+v", c)
+	}
+}
+
+func TestDeadLetter(t *testing.T) {
+	ob, rdb := newOutbox(t)
+	ctx := context.Background()
+	admit(t, ob, request("r", false, "z", map[purge.Kind][]string{purge.Hosts: {"a.example", "b.example"}}))
+	_, c := pop(t, ob, PopRequest{Lane: Lane{Zone: "z", Kind: purge.Hosts}, Cap: 100, AllowPartial: true})
+	if err := ob.Dead(ctx, c, DeadEntry{Reason: "permanent", Code: 1115, Attempts: 1}); err != nil {
+		t.Fatal(err)
+	}
+	if st := status(t, ob, "r"); st.Dead != 2 || st.State != "failed" {
+		t.Errorf("status: %+v", st)
+	}
+	entries, _ := rdb.HGetAll(ctx, keyDead).Result()
+	if len(entries) != 1 {
+		t.Fatalf("%d dead-letter entries, want 1", len(entries))
+	}
+	for _, e := range entries {
+		for _, want := range []string{`"zone":"z"`, `"kind":"hosts"`, `"items":["a.example","b.example"]`, `"requests":["r"]`, `"code":1115`} {
+			if !strings.Contains(e, want) {
+				t.Errorf("entry %s lacks %s", e, want)
+			}
+		}
+	}
+}
+
+// always is a Readiness with room.
+type always struct{}
+
+func (always) Peek(context.Context, limits.Call) (limits.Result, error) {
+	return limits.Result{OK: true}, nil
+}
+
+// TestDispatcherFairness: a zone with a huge backlog does not starve a zone
+// with one URL: with one call at a time, the small zone's chunk leaves
+// within two calls of becoming ready.
+func TestDispatcherFairness(t *testing.T) {
+	ob, _ := newOutbox(t)
+	admit(t, ob, request("big", false, "big", map[purge.Kind][]string{purge.Files: urls(3000, "https://big.example/%d")}))
+	var mu sync.Mutex
+	var order []string
+	var d *Dispatcher
+	enqueue := func(ctx context.Context, id string, payload []byte) error {
+		c, err := tasks.DecodeCall(payload)
+		if err != nil {
+			return err
+		}
+		mu.Lock()
+		order = append(order, c.Zone)
+		mu.Unlock()
+		go func() { // the call completes a moment later
+			time.Sleep(5 * time.Millisecond)
+			ob.Purged(context.Background(), c)
+			d.Wake()
+		}()
+		return nil
+	}
+	d = NewDispatcher(ob, always{}, enqueue, DispatcherConfig{
+		Caps: func(purge.Kind) int { return 100 }, BatchWait: 50 * time.Millisecond, Window: 1,
+		Lease: time.Hour, Tick: 5 * time.Millisecond, StrandedAfter: time.Second,
+	}, zerolog.Nop())
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	go d.Run(ctx)
+	time.Sleep(30 * time.Millisecond)
+	admit(t, ob, request("small", false, "small", map[purge.Kind][]string{purge.Files: {"https://small.example/"}}))
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		mu.Lock()
+		n := len(order)
+		mu.Unlock()
+		if n == 31 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("only %d calls after 10s", n)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	mu.Lock()
+	readyAt := -1
+	for i, z := range order {
+		if z == "small" {
+			readyAt = i
+		}
+	}
+	// 50 ms of waiting at ~5 ms a call is at most ~15 calls; it must not
+	// wait for the 30 big calls.
+	if readyAt < 0 || readyAt > 20 {
+		t.Errorf("the small zone's call was number %d of %d: %v", readyAt+1, len(order), order)
+	}
+	mu.Unlock()
+	for status(t, ob, "big").Purged != 3000 {
+		if time.Now().After(deadline) {
+			t.Fatalf("big: %+v", status(t, ob, "big"))
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+}

@@ -1,0 +1,136 @@
+package tasks_test
+
+import (
+	"context"
+	"errors"
+	"os"
+	"strings"
+	"testing"
+
+	"github.com/hibiken/asynq"
+	"github.com/redis/go-redis/v9"
+
+	"github.com/purgeq/purgeq/internal/testredis"
+	"github.com/purgeq/purgeq/purge"
+	"github.com/purgeq/purgeq/tasks"
+)
+
+var srv *testredis.Server
+
+func TestMain(m *testing.M) { testredis.Main(m, &srv) }
+
+func mustZones(t *testing.T, s string) tasks.Zones {
+	t.Helper()
+	z, err := tasks.ParseZones(s)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return z
+}
+
+func TestParseZones(t *testing.T) {
+	z := mustZones(t, " Example.com=id1 , shop.example.com=id2,example.org=id3")
+	if len(z) != 3 || z[0].Name != "example.com" || z[1].ID != "id2" {
+		t.Fatalf("got %+v", z)
+	}
+	_, err := tasks.ParseZones("example.com,=id,a.com=x/y,example.com=id9,b.com=id1,b.com=id1,bad host=z")
+	for _, want := range []string{`"example.com": want name=zone-id`, `"=id"`, `"a.com=x/y"`, `"b.com=id1": zone listed twice`, `"bad host=z"`} {
+		if err == nil || !strings.Contains(err.Error(), want) {
+			t.Errorf("error %v does not name %s", err, want)
+		}
+	}
+}
+
+func TestZoneResolution(t *testing.T) {
+	z := mustZones(t, "example.com=id1,shop.example.com=id2")
+	for host, want := range map[string]string{"example.com": "id1", "www.example.com": "id1", "shop.example.com": "id2", "a.shop.example.com": "id2", "notexample.com": ""} {
+		got, _ := z.ForHost(host)
+		if got.ID != want {
+			t.Errorf("ForHost(%s) = %q, want %q", host, got.ID, want)
+		}
+	}
+	for key, want := range map[string]string{"example.com": "id1", "ID2": "id2", "nope": ""} {
+		got, _ := z.Lookup(key)
+		if got.ID != want {
+			t.Errorf("Lookup(%s) = %q, want %q", key, got.ID, want)
+		}
+	}
+}
+
+func TestBuild(t *testing.T) {
+	c := tasks.NewClient(nil, tasks.ClientOptions{Zones: mustZones(t, "example.com=id1,shop.example.com=id2")})
+	req, err := c.Build(tasks.PurgeRequest{
+		Files:    tasks.URLs("https://WWW.example.com/a", "https://shop.example.com/b#x", "https://www.example.com/a"),
+		Hosts:    []string{"shop.example.com"},
+		Prefixes: []string{"www.example.com/blog/"},
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := map[string]map[purge.Kind][]string{
+		"id1": {purge.Files: {"https://www.example.com/a"}, purge.Prefixes: {"www.example.com/blog/"}},
+		"id2": {purge.Files: {"https://shop.example.com/b"}, purge.Hosts: {"shop.example.com"}},
+	}
+	for zone, kinds := range want {
+		for k, items := range kinds {
+			if strings.Join(req.Zones[zone][k], ",") != strings.Join(items, ",") {
+				t.Errorf("zone %s %s = %q, want %q", zone, k, req.Zones[zone][k], items)
+			}
+		}
+	}
+	if req.Total() != 4 {
+		t.Errorf("Total = %d", req.Total())
+	}
+
+	// Every bad item is named; tags need a zone when several are configured.
+	_, err = c.Build(tasks.PurgeRequest{Files: tasks.URLs("https://other.net/x", "nope"), Tags: []string{"t"}, Everything: true})
+	var ie *purge.InvalidError
+	if !errors.As(err, &ie) || len(ie.Items) != 4 {
+		t.Fatalf("err = %v, want 4 invalid items", err)
+	}
+	reasons := ""
+	for _, it := range ie.Items {
+		reasons += it.Item + ": " + it.Reason + "\n"
+	}
+	for _, want := range []string{"https://other.net/x: no configured zone matches host", "nope: not an absolute URL", "t: tags need a zone", "*: everything needs a zone"} {
+		if !strings.Contains(reasons, want) {
+			t.Errorf("reasons do not contain %q:\n%s", want, reasons)
+		}
+	}
+	if _, err := c.Build(tasks.PurgeRequest{Zone: "unknown.com", Tags: []string{"t"}}); !errors.As(err, &ie) {
+		t.Errorf("an unknown zone was accepted: %v", err)
+	}
+	if _, err := c.Build(tasks.PurgeRequest{}); !errors.As(err, &ie) {
+		t.Errorf("an empty request was accepted: %v", err)
+	}
+	// A single configured zone takes tags and purge-everything.
+	single := tasks.NewClient(nil, tasks.ClientOptions{Zones: mustZones(t, "example.com=id1")})
+	if req, err := single.Build(tasks.PurgeRequest{Tags: []string{"T"}, Everything: true}); err != nil || req.Zones["id1"][purge.Tags][0] != "t" {
+		t.Errorf("single zone: %+v, %v", req, err)
+	}
+}
+
+func TestEnqueueIdempotency(t *testing.T) {
+	opt, _ := redis.ParseURL(os.Getenv("PURGE_TEST_REDIS_URL"))
+	rdb := redis.NewClient(opt)
+	defer rdb.Close()
+	ac := asynq.NewClientFromRedisClient(rdb)
+	c := tasks.NewClient(ac, tasks.ClientOptions{Zones: mustZones(t, "example.com=id1")})
+	pr := tasks.PurgeRequest{Files: tasks.URLs("https://example.com/a"), IdempotencyKey: "deploy-42"}
+	first, err := c.Enqueue(context.Background(), pr)
+	if err != nil || first.Duplicate || first.Items != 1 {
+		t.Fatalf("first: %+v, %v", first, err)
+	}
+	second, err := c.Enqueue(context.Background(), pr)
+	if err != nil || !second.Duplicate || second.ID != first.ID {
+		t.Fatalf("second: %+v, %v; want a duplicate of %s", second, err, first.ID)
+	}
+	other, _ := c.Enqueue(context.Background(), tasks.PurgeRequest{Files: tasks.URLs("https://example.com/a")})
+	if other.ID == first.ID || other.Duplicate {
+		t.Errorf("a request without a key was treated as a duplicate: %+v", other)
+	}
+	info, err := asynq.NewInspectorFromRedisClient(rdb).GetQueueInfo(tasks.QueueRequests)
+	if err != nil || info.Pending != 2 {
+		t.Errorf("pending = %+v, %v; want 2", info, err)
+	}
+}
