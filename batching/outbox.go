@@ -105,15 +105,19 @@ end
 // admitCmd puts a request's items into their lanes.
 //
 // KEYS[1] lanes set. ARGV[1] key prefix, ARGV[2] retention ms, ARGV[3]
-// request id, ARGV[4] enqueued-at ms, ARGV[5] soft "0"|"1", ARGV[6] total,
+// request id, ARGV[4] enqueued-at ms (kept in the status), ARGV[5] soft
+// "0"|"1", ARGV[6] total,
 // then groups: zone, kind, n, n items (a zone's everything group first).
 // Returns 1, or 0 if the request was admitted before (a retried task).
 var admitCmd = redis.NewScript(luaCredit + `
 local rid, soft = ARGV[3], ARGV[5]
-local at = math.min(tonumber(ARGV[4]), now)
+-- Items are scored by admission, not by the producer's clock: when
+-- admission lags behind a burst, items must not arrive already "ready"
+-- and leave in partial chunks.
+local at = now
 local reqk = P .. 'req:' .. rid
 if redis.call('EXISTS', reqk) == 1 then return 0 end
-redis.call('HSET', reqk, 'total', ARGV[6], 'purged', 0, 'dead', 0, 'superseded', 0, 'created', exact(at), 'soft', soft)
+redis.call('HSET', reqk, 'total', ARGV[6], 'purged', 0, 'dead', 0, 'superseded', 0, 'created', ARGV[4], 'soft', soft)
 
 local kinds = {'files', 'tags', 'hosts', 'prefixes', 'everything'}
 local function laneOf(zone, kind, s) return zone .. '|' .. kind .. '|' .. s end

@@ -15,6 +15,8 @@
 // acquisitions, the window kept here is longer than Cloudflare's by a guard
 // time: calls acquired up to the guard apart may arrive reordered or
 // delayed without Cloudflare ever seeing more than the limit in its window.
+// The buckets keep the same guard as a reserve: a call takes its tokens only
+// when the bucket would still hold what the guard time refills.
 //
 // Keys of one token share a Redis Cluster hash tag, so a script touches one
 // slot. The token itself never reaches Redis: keys carry a fingerprint.

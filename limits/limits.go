@@ -26,7 +26,8 @@ type Config struct {
 	// with the token. Leave headroom below Cloudflare's 1200/5m for the
 	// dashboard and other tools.
 	Global rate.Rate
-	// Guard lengthens the window kept here beyond Global.Per, covering
+	// Guard lengthens the window kept here beyond Global.Per, and keeps a
+	// reserve of the tokens each bucket refills in that time, covering
 	// network jitter between acquisition and arrival. Zero means no guard.
 	Guard time.Duration
 	// GlobalCountsFiles makes URL purges take a slot in the global window
@@ -115,7 +116,8 @@ type Result struct {
 // ARGV[1] "1" for a dry run (Peek), ARGV[2] "1" if the call counts in the
 // window, ARGV[3] window limit, ARGV[4] window length with guard (µs),
 // ARGV[5] bucket refill per µs, ARGV[6] bucket size, ARGV[7] tokens needed,
-// ARGV[8] unique member for the window, ARGV[9] the bucket's name.
+// ARGV[8] unique member for the window, ARGV[9] the bucket's name,
+// ARGV[10] the guard (µs).
 // Returns {ok 0|1, wait µs, blocker, window slots left, bucket tokens left,
 // server time µs}.
 var acquireCmd = redis.NewScript(`
@@ -145,8 +147,12 @@ local b = redis.call('HMGET', KEYS[2], 'tokens', 'ts')
 local tokens = tonumber(b[1]) or burst
 local ts = tonumber(b[2]) or now
 tokens = math.min(burst, tokens + math.max(0, now - ts) * refill)
-if tokens < need then
-  consider(math.ceil((need - tokens) / refill), ARGV[9])
+-- Keep a reserve of the tokens the guard time refills, so that calls
+-- arriving up to the guard closer together than they were acquired still
+-- find Cloudflare's bucket holding enough.
+local want = need + math.min(refill * tonumber(ARGV[10]), burst - need)
+if tokens < want then
+  consider(math.ceil((want - tokens) / refill), ARGV[9])
 end
 
 if wait > 0 then
@@ -192,7 +198,7 @@ func (l *Limiter) run(ctx context.Context, c Call, dry bool) (Result, error) {
 	res, err := acquireCmd.Run(ctx, l.rdb,
 		[]string{l.keys.window, bucketKey, l.keys.coolGlobal, coolKey},
 		flag(dry), flag(counts), l.cfg.Global.N, window.Microseconds(),
-		strconv.FormatFloat(b.Rate.PerSecond()/1e6, 'g', -1, 64), b.Burst, need, member(), string(c.bucket()),
+		strconv.FormatFloat(b.Rate.PerSecond()/1e6, 'g', -1, 64), b.Burst, need, member(), string(c.bucket()), l.cfg.Guard.Microseconds(),
 	).Slice()
 	if err != nil {
 		return Result{}, fmt.Errorf("limits: acquire: %w", err)

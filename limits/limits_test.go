@@ -282,47 +282,59 @@ func checkWindow(t *testing.T, times []time.Time, global rate.Rate, guard time.D
 
 // TestGuardCoversArrivalJitter: calls acquired here reach the simulator
 // after a random delay of up to 15 ms, reordering them; with a 20 ms guard
-// the simulator never sees more than the limit in its window.
+// the simulator never sees its global window or its flex bucket exceeded.
 func TestGuardCoversArrivalJitter(t *testing.T) {
-	global := rate.Per(40, 300*time.Millisecond)
-	sim := cftest.NewServer(cftest.Config{Token: "tok", Zones: []string{"z"}, GlobalLimit: global, Block: time.Second,
-		Plan: purge.Plan{MaxFiles: 100, MaxFlex: 100, FlexRate: rate.Per(100000, time.Second), FlexBurst: 100000, URLRate: rate.Per(100000, time.Second), URLBurst: 100000}})
-	defer sim.Close()
-	client, err := purge.NewClient(purge.ClientConfig{BaseURL: sim.URL, Token: "tok"})
-	if err != nil {
-		t.Fatal(err)
-	}
-	cfg := roomy(scopeName(t), global, 20*time.Millisecond)
-	var wg sync.WaitGroup
-	stop := time.Now().Add(2 * time.Second)
-	for range 12 {
-		l := newLimiter(t, cfg)
-		wg.Go(func() {
-			for time.Now().Before(stop) {
-				r, err := l.Acquire(context.Background(), limits.Call{Kind: purge.Tags, Items: 1})
-				if err != nil {
-					t.Error(err)
-					return
-				}
-				if !r.OK {
-					time.Sleep(r.Wait)
-					continue
-				}
-				time.Sleep(time.Duration(rand.IntN(15_000)) * time.Microsecond)
-				if _, err := client.Purge(context.Background(), "z", purge.Batch{Kind: purge.Tags, Items: []string{"t"}}); err != nil {
-					t.Errorf("purge: %v", err)
-				}
+	roomyBucket := limits.Bucket{Rate: rate.Per(100000, time.Second), Burst: 100000}
+	for _, tt := range []struct {
+		name   string
+		global rate.Rate
+		flex   limits.Bucket
+	}{
+		{"global window", rate.Per(40, 300*time.Millisecond), roomyBucket},
+		{"flex bucket", rate.Per(100000, time.Second), limits.Bucket{Rate: rate.Per(100, time.Second), Burst: 10}},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			sim := cftest.NewServer(cftest.Config{Token: "tok", Zones: []string{"z"}, GlobalLimit: tt.global, Block: time.Second,
+				Plan: purge.Plan{MaxFiles: 100, MaxFlex: 100, FlexRate: tt.flex.Rate, FlexBurst: tt.flex.Burst, URLRate: roomyBucket.Rate, URLBurst: roomyBucket.Burst}})
+			defer sim.Close()
+			client, err := purge.NewClient(purge.ClientConfig{BaseURL: sim.URL, Token: "tok"})
+			if err != nil {
+				t.Fatal(err)
+			}
+			cfg := roomy(scopeName(t), tt.global, 20*time.Millisecond)
+			cfg.Flex = tt.flex
+			var wg sync.WaitGroup
+			stop := time.Now().Add(2 * time.Second)
+			for range 12 {
+				l := newLimiter(t, cfg)
+				wg.Go(func() {
+					for time.Now().Before(stop) {
+						r, err := l.Acquire(context.Background(), limits.Call{Kind: purge.Tags, Items: 1})
+						if err != nil {
+							t.Error(err)
+							return
+						}
+						if !r.OK {
+							time.Sleep(r.Wait)
+							continue
+						}
+						time.Sleep(time.Duration(rand.IntN(15_000)) * time.Microsecond)
+						if _, err := client.Purge(context.Background(), "z", purge.Batch{Kind: purge.Tags, Items: []string{"t"}}); err != nil {
+							t.Errorf("purge: %v", err)
+						}
+					}
+				})
+			}
+			wg.Wait()
+			st := sim.Stats()
+			t.Logf("simulator: %+v", st)
+			if st.Exceeded != 0 || st.Global429 != 0 || st.Bucket429 != 0 || st.MaxInWindow > tt.global.N {
+				t.Errorf("the simulator saw a limit exceeded: %+v", st)
+			}
+			if st.Accepted < 150 {
+				t.Errorf("only %d calls in 2s; want at least 150", st.Accepted)
 			}
 		})
-	}
-	wg.Wait()
-	st := sim.Stats()
-	t.Logf("simulator: %+v", st)
-	if st.Exceeded != 0 || st.Global429 != 0 || st.MaxInWindow > global.N {
-		t.Errorf("the simulator saw the window exceeded: %+v", st)
-	}
-	if st.Accepted < 5*global.N {
-		t.Errorf("only %d calls in 2s; want at least %d", st.Accepted, 5*global.N)
 	}
 }
 

@@ -26,8 +26,7 @@ const (
 // items grouped by zone id and kind.
 type Request struct {
 	ID string `json:"id"`
-	// EnqueuedAt is the producer's clock, Unix milliseconds: the batch wait
-	// of its items counts from here.
+	// EnqueuedAt is the producer's clock, Unix milliseconds.
 	EnqueuedAt int64 `json:"enqueued_at"`
 	Soft       bool  `json:"soft,omitempty"`
 	// Zones maps a zone id to its items by kind (Everything: ["*"]).
@@ -57,7 +56,7 @@ type Call struct {
 	// asked for Items[i] (space-separated).
 	Items   []string `json:"items"`
 	Sources []string `json:"sources"`
-	// Oldest is when the oldest item was enqueued (Unix ms).
+	// Oldest is when the oldest item was admitted (Unix ms, Redis clock).
 	Oldest int64 `json:"oldest"`
 }
 

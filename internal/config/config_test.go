@@ -1,0 +1,128 @@
+package config
+
+import (
+	"bytes"
+	"os"
+	"strings"
+	"testing"
+
+	"github.com/kelseyhightower/envconfig"
+)
+
+// markdownTable renders the variables as README's configuration table.
+func markdownTable(t *testing.T) string {
+	var b bytes.Buffer
+	b.WriteString("| variable | default | meaning |\n|---|---|---|\n")
+	err := envconfig.Usagef(Prefix, &Config{}, &b, "{{range .}}| `{{usage_key .}}` | {{with usage_default .}}`{{.}}`{{else}}—{{end}} | {{usage_description .}} |\n{{end}}")
+	if err != nil {
+		t.Fatal(err)
+	}
+	return b.String()
+}
+
+// TestReadmeTableInSync fails when README.md's configuration table differs
+// from the code; the message carries the table to paste.
+func TestReadmeTableInSync(t *testing.T) {
+	readme, err := os.ReadFile("../../README.md")
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := markdownTable(t)
+	if !strings.Contains(string(readme), want) {
+		t.Errorf("README.md's configuration table is out of date; replace it with:\n\n%s", want)
+	}
+}
+
+// TestContractVariables: every variable CONTRACT.md fixes is read, with the
+// contract's default.
+func TestContractVariables(t *testing.T) {
+	table := markdownTable(t)
+	for _, row := range []string{
+		"`PURGE_REDIS_URL` | `redis://127.0.0.1:6379/0`", "`PURGE_CLOUDFLARE_API_URL` | `https://api.cloudflare.com/client/v4`",
+		"`PURGE_CLOUDFLARE_API_TOKEN` | —", "`PURGE_CLOUDFLARE_API_TOKEN_FILE` | —", "`PURGE_ZONES` | —", "`PURGE_PLAN` | `free`",
+		"`PURGE_GLOBAL_LIMIT` |", "`PURGE_COOLDOWN` | `5m`", "`PURGE_FLEX_LIMIT` |", "`PURGE_FLEX_BURST` |", "`PURGE_URL_LIMIT` |",
+		"`PURGE_URL_BURST` |", "`PURGE_MAX_FILES` |", "`PURGE_MAX_FLEX` |", "`PURGE_BATCH_WAIT` | `2s`", "`PURGE_CONCURRENCY` |",
+		"`PURGE_HTTP_ADDR` | `127.0.0.1:8080`", "`PURGE_UI_USER` | —", "`PURGE_UI_PASSWORD` | —", "`PURGE_INTAKE_ADDR` | `127.0.0.1:8081`",
+		"`PURGE_INTAKE_TOKENS` | —", "`PURGE_LOG_LEVEL` | `info`", "`PURGE_LOG_FORMAT` |",
+	} {
+		if !strings.Contains(table, row) {
+			t.Errorf("no row %q", row)
+		}
+	}
+}
+
+func TestUsageListsEveryVariable(t *testing.T) {
+	var b bytes.Buffer
+	if err := Usage(&b); err != nil {
+		t.Fatal(err)
+	}
+	for _, v := range []string{"PURGE_REDIS_URL", "PURGE_GLOBAL_LIMIT", "1000/5m", "PURGE_LOG_FORMAT", "PURGE_INTAKE_TOKENS"} {
+		if !strings.Contains(b.String(), v) {
+			t.Errorf("--help lacks %s", v)
+		}
+	}
+}
+
+func setenv(t *testing.T, kv map[string]string) {
+	for _, k := range os.Environ() {
+		if strings.HasPrefix(k, Prefix+"_") {
+			name, _, _ := strings.Cut(k, "=")
+			t.Setenv(name, "")
+			os.Unsetenv(name)
+		}
+	}
+	for k, v := range kv {
+		t.Setenv(k, v)
+	}
+}
+
+func TestWorkerChecksNameEveryProblem(t *testing.T) {
+	setenv(t, map[string]string{"PURGE_HTTP_ADDR": "0.0.0.0:8080", "PURGE_MAX_FILES": "900", "PURGE_URL_BURST": "500"})
+	c, err := Load()
+	if err != nil {
+		t.Fatal(err)
+	}
+	err = c.CheckWorker()
+	for _, want := range []string{"PURGE_CLOUDFLARE_API_TOKEN", "PURGE_ZONES is not set", "PURGE_MAX_FILES 900 exceeds PURGE_URL_BURST 500 by 400", "PURGE_UI_USER"} {
+		if err == nil || !strings.Contains(err.Error(), want) {
+			t.Errorf("error %v does not mention %q", err, want)
+		}
+	}
+}
+
+func TestLoadRejectsBadValues(t *testing.T) {
+	setenv(t, map[string]string{"PURGE_PLAN": "platinum", "PURGE_CALL_WINDOW": "0", "PURGE_LOG_FORMAT": "xml", "PURGE_REDIS_URL": "http://user:secret@host"})
+	_, err := Load()
+	for _, want := range []string{"PURGE_PLAN", "PURGE_CALL_WINDOW", "PURGE_LOG_FORMAT", "PURGE_REDIS_URL"} {
+		if err == nil || !strings.Contains(err.Error(), want) {
+			t.Errorf("error %v does not mention %s", err, want)
+		}
+	}
+	if err != nil && strings.Contains(err.Error(), "secret") {
+		t.Errorf("the error leaks the Redis password: %v", err)
+	}
+	setenv(t, map[string]string{"PURGE_GLOBAL_LIMIT": "1200"})
+	if _, err := Load(); err == nil || !strings.Contains(err.Error(), "N/DURATION") {
+		t.Errorf("a bad rate was accepted: %v", err)
+	}
+}
+
+func TestTokenFileAndPlanOverrides(t *testing.T) {
+	f := t.TempDir() + "/token"
+	os.WriteFile(f, []byte("from-file\n"), 0o600)
+	setenv(t, map[string]string{"PURGE_CLOUDFLARE_API_TOKEN_FILE": f, "PURGE_PLAN": "Enterprise", "PURGE_FLEX_LIMIT": "7/1s", "PURGE_GLOBAL_LIMIT": "100/10s"})
+	c, err := Load()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c.APIToken != "from-file" {
+		t.Errorf("token = %q", c.APIToken)
+	}
+	p := c.ResolvedPlan()
+	if p.MaxFiles != 500 || p.FlexRate.String() != "7/1s" || p.FlexBurst != 500 {
+		t.Errorf("plan = %+v", p)
+	}
+	if l := c.Limits(); l.Guard.String() != "100ms" || l.Scope == "from-file" {
+		t.Errorf("limits = %+v", l)
+	}
+}

@@ -1,0 +1,298 @@
+package worker_test
+
+import (
+	"context"
+	"fmt"
+	"math"
+	"os"
+	"os/exec"
+	"os/signal"
+	"sort"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/hibiken/asynq"
+	"github.com/redis/go-redis/v9"
+	"github.com/rs/zerolog"
+
+	"github.com/purgeq/purgeq/batching"
+	"github.com/purgeq/purgeq/internal/config"
+	"github.com/purgeq/purgeq/internal/logging"
+	"github.com/purgeq/purgeq/internal/rate"
+	"github.com/purgeq/purgeq/internal/testredis"
+	"github.com/purgeq/purgeq/internal/worker"
+	"github.com/purgeq/purgeq/purge"
+	"github.com/purgeq/purgeq/purge/cftest"
+	"github.com/purgeq/purgeq/tasks"
+)
+
+var srv *testredis.Server
+
+// childEnv makes the test binary run a worker from the environment
+// instead of tests: the multi-process tests start workers this way.
+const childEnv = "PURGEQ_TEST_WORKER_PROCESS"
+
+func TestMain(m *testing.M) {
+	if os.Getenv(childEnv) != "" {
+		os.Exit(runChildWorker())
+	}
+	testredis.Main(m, &srv)
+}
+
+func runChildWorker() int {
+	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, os.Interrupt)
+	defer stop()
+	cfg, err := config.Load()
+	if err == nil {
+		err = cfg.CheckWorker()
+	}
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		return 2
+	}
+	log, _ := logging.New(os.Stderr, cfg.LogLevel, "json")
+	if err := worker.Run(ctx, cfg, log); err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		return 1
+	}
+	return 0
+}
+
+const token = "test-token"
+
+// zoneNames maps the test zones' names to ids.
+var zoneNames = map[string]string{"a.example": "za", "b.example": "zb", "c.example": "zc"}
+
+// env is one test's world: Redis flushed, a simulator, the worker's
+// environment set, and a producer client.
+type env struct {
+	t      *testing.T
+	sim    *cftest.Server
+	rdb    *redis.Client
+	client *tasks.Client
+	outbox *batching.Outbox
+	vars   map[string]string
+}
+
+// roomyPlan has caps of 100 and buckets that never bind.
+func roomyPlan() purge.Plan {
+	return purge.Plan{Name: "test", MaxFiles: 100, MaxFlex: 100,
+		FlexRate: rate.Per(100000, time.Second), FlexBurst: 100000, URLRate: rate.Per(1000000, time.Second), URLBurst: 1000000}
+}
+
+func setup(t *testing.T, sim cftest.Config, vars map[string]string) *env {
+	t.Helper()
+	opt, _ := redis.ParseURL(os.Getenv("PURGE_TEST_REDIS_URL"))
+	rdb := redis.NewClient(opt)
+	t.Cleanup(func() { rdb.Close() })
+	testredis.Flush(t, rdb)
+
+	sim.Token = token
+	for _, id := range zoneNames {
+		sim.Zones = append(sim.Zones, id)
+	}
+	if sim.Plan.MaxFiles == 0 {
+		sim.Plan = roomyPlan()
+	}
+	if sim.GlobalLimit.IsZero() {
+		sim.GlobalLimit = rate.Per(100000, time.Second)
+	}
+	s := cftest.NewServer(sim)
+	t.Cleanup(s.Close)
+
+	zones := []string{}
+	for name, id := range zoneNames {
+		zones = append(zones, name+"="+id)
+	}
+	all := map[string]string{
+		"PURGE_REDIS_URL":            os.Getenv("PURGE_TEST_REDIS_URL"),
+		"PURGE_CLOUDFLARE_API_URL":   s.URL,
+		"PURGE_CLOUDFLARE_API_TOKEN": token,
+		"PURGE_ZONES":                strings.Join(zones, ","),
+		"PURGE_HTTP_ADDR":            "127.0.0.1:0",
+		"PURGE_LOG_LEVEL":            "warn",
+		"PURGE_PLAN":                 "free",
+		"PURGE_FLEX_LIMIT":           "100000/1s",
+		"PURGE_FLEX_BURST":           "100000",
+		"PURGE_URL_LIMIT":            "1000000/1s",
+		"PURGE_URL_BURST":            "1000000",
+		"PURGE_GLOBAL_LIMIT":         "100000/1s",
+		"PURGE_RETRY_BASE":           "100ms",
+		"PURGE_RETRY_MAX":            "1s",
+	}
+	for k, v := range vars {
+		all[k] = v
+	}
+	for k, v := range all {
+		t.Setenv(k, v)
+	}
+	cfg, err := config.Load()
+	if err != nil {
+		t.Fatal(err)
+	}
+	ac := asynq.NewClientFromRedisClient(rdb)
+	t.Cleanup(func() { ac.Close() })
+	return &env{t: t, sim: s, rdb: rdb, vars: all,
+		client: tasks.NewClient(ac, tasks.ClientOptions{Zones: cfg.Zones}),
+		outbox: batching.NewOutbox(rdb, time.Hour)}
+}
+
+// startWorker runs a worker in this process until the test ends.
+func (e *env) startWorker() {
+	e.t.Helper()
+	cfg, err := config.Load()
+	if err == nil {
+		err = cfg.CheckWorker()
+	}
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- worker.Run(ctx, cfg, zerolog.New(zerolog.NewTestWriter(e.t)).Level(zerolog.WarnLevel)) }()
+	e.t.Cleanup(func() {
+		cancel()
+		if err := <-done; err != nil {
+			e.t.Errorf("worker: %v", err)
+		}
+	})
+}
+
+// startWorkerProcess runs a worker as a separate OS process until the test ends.
+func (e *env) startWorkerProcess() {
+	e.t.Helper()
+	cmd := exec.Command(os.Args[0])
+	cmd.Env = append(os.Environ(), childEnv+"=1")
+	var logs strings.Builder
+	cmd.Stderr = &logs
+	if err := cmd.Start(); err != nil {
+		e.t.Fatal(err)
+	}
+	e.t.Cleanup(func() {
+		cmd.Process.Signal(syscall.SIGTERM)
+		if err := cmd.Wait(); err != nil {
+			e.t.Errorf("worker process: %v\n%s", err, logs.String())
+		}
+	})
+}
+
+func (e *env) enqueue(pr tasks.PurgeRequest) tasks.Receipt {
+	rc, err := e.client.Enqueue(context.Background(), pr)
+	if err != nil {
+		e.t.Fatalf("enqueue: %v", err)
+	}
+	return rc
+}
+
+// waitFor polls cond until it holds or the deadline passes.
+func waitFor(t *testing.T, d time.Duration, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(d)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out after %v waiting for %s", d, what)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// waitDone waits until every request is finished and returns their statuses.
+func (e *env) waitDone(d time.Duration, ids ...string) map[string]batching.Status {
+	e.t.Helper()
+	out := map[string]batching.Status{}
+	waitFor(e.t, d, fmt.Sprintf("%d requests to finish", len(ids)), func() bool {
+		for _, id := range ids {
+			if _, ok := out[id]; ok {
+				continue
+			}
+			st, err := e.outbox.Status(context.Background(), id)
+			if err != nil || (st.State != "done" && st.State != "failed") {
+				return false
+			}
+			out[id] = st
+		}
+		return true
+	})
+	return out
+}
+
+// laneKey names a zone and kind in the simulator's record.
+type laneKey struct {
+	zone string
+	kind purge.Kind
+}
+
+// sent tallies accepted calls: items sent per lane and per item.
+type sent struct {
+	calls     map[laneKey]int
+	items     map[laneKey]map[string]int
+	accepted  []cftest.Call
+	itemCalls int
+}
+
+func tally(calls []cftest.Call) sent {
+	s := sent{calls: map[laneKey]int{}, items: map[laneKey]map[string]int{}}
+	for _, c := range calls {
+		if !c.Accepted() {
+			continue
+		}
+		k := laneKey{c.Zone, c.Kind}
+		s.calls[k]++
+		if s.items[k] == nil {
+			s.items[k] = map[string]int{}
+		}
+		for _, it := range c.Items {
+			s.items[k][it]++
+			s.itemCalls++
+		}
+		s.accepted = append(s.accepted, c)
+	}
+	return s
+}
+
+// lowerBound is the sum over zone and kind of ⌈items sent / cap⌉.
+func (s sent) lowerBound(capFor func(purge.Kind) int) int {
+	n := 0
+	for k, items := range s.items {
+		total := 0
+		for _, c := range items {
+			total += c
+		}
+		n += int(math.Ceil(float64(total) / float64(capFor(k.kind))))
+	}
+	return n
+}
+
+func (s sent) totalCalls() int {
+	n := 0
+	for _, c := range s.calls {
+		n += c
+	}
+	return n
+}
+
+func percentile(ds []time.Duration, p float64) time.Duration {
+	sort.Slice(ds, func(i, j int) bool { return ds[i] < ds[j] })
+	return ds[int(math.Ceil(p*float64(len(ds))))-1]
+}
+
+// concurrently runs f(i) for i in [0, n) on k goroutines.
+func concurrently(n, k int, f func(i int)) {
+	var wg sync.WaitGroup
+	next := make(chan int)
+	for range k {
+		wg.Go(func() {
+			for i := range next {
+				f(i)
+			}
+		})
+	}
+	for i := range n {
+		next <- i
+	}
+	close(next)
+	wg.Wait()
+}

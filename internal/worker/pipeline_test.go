@@ -1,0 +1,266 @@
+package worker_test
+
+import (
+	"fmt"
+	"math/rand/v2"
+	"sort"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/purgeq/purgeq/internal/rate"
+	"github.com/purgeq/purgeq/purge"
+	"github.com/purgeq/purgeq/purge/cftest"
+	"github.com/purgeq/purgeq/tasks"
+)
+
+func cap100(purge.Kind) int { return 100 }
+
+// TestBurstCoalesces: 5,000 requests of 1–20 URLs and 1–5 tags across three
+// zones, enqueued within one batch wait. Every unique item is purged, no
+// item is sent more often than it was requested, and the calls are within
+// 2% of the lower bound.
+func TestBurstCoalesces(t *testing.T) {
+	e := setup(t, cftest.Config{}, map[string]string{"PURGE_BATCH_WAIT": "2s"})
+	rng := rand.New(rand.NewPCG(4, 2))
+	names := []string{"a.example", "b.example", "c.example"}
+	var mu sync.Mutex
+	requested := map[laneKey]map[string]int{}
+	reqs := make([]tasks.PurgeRequest, 5000)
+	for i := range reqs {
+		zone := names[rng.IntN(3)]
+		pr := tasks.PurgeRequest{Zone: zone}
+		for range 1 + rng.IntN(20) {
+			pr.Files = append(pr.Files, purge.File{URL: fmt.Sprintf("https://www.%s/p/%d", zone, rng.IntN(6000))})
+		}
+		for range 1 + rng.IntN(5) {
+			pr.Tags = append(pr.Tags, fmt.Sprintf("Tag-%d", rng.IntN(300)))
+		}
+		reqs[i] = pr
+	}
+	e.startWorker()
+	start := time.Now()
+	ids := make([]string, len(reqs))
+	concurrently(len(reqs), 8, func(i int) {
+		rc := e.enqueue(reqs[i])
+		b, _ := e.client.Build(reqs[i])
+		mu.Lock()
+		defer mu.Unlock()
+		ids[i] = rc.ID
+		for zone, kinds := range b.Zones {
+			for kind, items := range kinds {
+				k := laneKey{zone, kind}
+				if requested[k] == nil {
+					requested[k] = map[string]int{}
+				}
+				for _, it := range items {
+					requested[k][it]++
+				}
+			}
+		}
+	})
+	took := time.Since(start)
+	if took > 2*time.Second {
+		t.Fatalf("enqueueing took %v, longer than the batch wait: the burst is not one burst", took)
+	}
+	e.waitDone(60*time.Second, ids...)
+
+	s := tally(e.sim.Calls())
+	for k, items := range requested {
+		for it, n := range items {
+			if s.items[k][it] == 0 {
+				t.Errorf("%v %s was requested %d times and never purged", k, it, n)
+			} else if s.items[k][it] > n {
+				t.Errorf("%v %s was sent %d times but requested %d", k, it, s.items[k][it], n)
+			}
+		}
+	}
+	unique, requests := 0, 0
+	for _, items := range requested {
+		unique += len(items)
+		for _, n := range items {
+			requests += n
+		}
+	}
+	bound := s.lowerBound(cap100)
+	ratio := float64(s.totalCalls()) / float64(bound)
+	t.Logf("enqueued %d requests (%d item requests, %d unique) in %v; %d calls for %d items sent; lower bound %d; ratio %.3f",
+		len(reqs), requests, unique, took.Round(time.Millisecond), s.totalCalls(), s.itemCalls, bound, ratio)
+	if ratio > 1.02 {
+		t.Errorf("calls ÷ lower bound = %.3f, want ≤ 1.02", ratio)
+	}
+}
+
+// saturate sends items at about three times what the limits carry, then
+// stops, and checks that once the first calls (the bucket's burst) are
+// spent every call carries the cap except the last one of its zone and kind.
+func saturate(t *testing.T, e *env, kind purge.Kind, perTick, ticks, skip int) {
+	e.startWorker()
+	var ids []string
+	n := 0
+	for range ticks {
+		pr := tasks.PurgeRequest{Zone: "a.example"}
+		for range perTick {
+			item := fmt.Sprintf("item-%d", n)
+			if kind == purge.Files {
+				pr.Files = append(pr.Files, purge.File{URL: "https://a.example/" + item})
+			} else {
+				pr.Tags = append(pr.Tags, item)
+			}
+			n++
+		}
+		ids = append(ids, e.enqueue(pr).ID)
+		time.Sleep(100 * time.Millisecond)
+	}
+	stopped := time.Now()
+	e.waitDone(60*time.Second, ids...)
+	drained := time.Since(stopped)
+
+	s := tally(e.sim.Calls())
+	calls := s.accepted
+	sort.Slice(calls, func(i, j int) bool { return calls[i].At.Before(calls[j].At) })
+	partial := 0
+	for i, c := range calls {
+		if i >= skip && i < len(calls)-1 && len(c.Items) != 100 {
+			partial++
+			t.Errorf("call %d of %d carried %d items, want 100", i+1, len(calls), len(c.Items))
+		}
+	}
+	st := e.sim.Stats()
+	t.Logf("%d items in %d calls (%d after the first %d were partial); drained %v after arrivals stopped; 429s: %d global, %d bucket",
+		s.itemCalls, len(calls), partial, skip, drained.Round(time.Millisecond), st.Global429, st.Bucket429)
+	if s.itemCalls != n {
+		t.Errorf("%d items sent, want %d", s.itemCalls, n)
+	}
+	if st.Global429+st.Bucket429 != 0 {
+		t.Errorf("the limits were exceeded: %+v", st)
+	}
+}
+
+// TestSaturationFlexBucket: tags at 3× a scaled-down Free-plan flex bucket
+// (5 calls/s of 100 tags, burst 5).
+func TestSaturationFlexBucket(t *testing.T) {
+	plan := roomyPlan()
+	plan.FlexRate, plan.FlexBurst = rate.Per(5, time.Second), 5
+	e := setup(t, cftest.Config{Plan: plan}, map[string]string{
+		"PURGE_FLEX_LIMIT": "5/1s", "PURGE_FLEX_BURST": "5", "PURGE_BATCH_WAIT": "500ms", "PURGE_GLOBAL_GUARD": "50ms"})
+	saturate(t, e, purge.Tags, 150, 20, 5)
+}
+
+// TestSaturationGlobalWindow: URLs at 3× a scaled-down global window
+// (10 calls/s of 100 URLs).
+func TestSaturationGlobalWindow(t *testing.T) {
+	e := setup(t, cftest.Config{GlobalLimit: rate.Per(10, time.Second)}, map[string]string{
+		"PURGE_GLOBAL_LIMIT": "10/1s", "PURGE_BATCH_WAIT": "500ms"})
+	saturate(t, e, purge.Files, 300, 20, 0)
+}
+
+// TestRoomToSpare: with arrivals far below capacity, each item reaches the
+// API within the batch wait plus 100 ms (p99).
+func TestRoomToSpare(t *testing.T) {
+	const wait = 300 * time.Millisecond
+	e := setup(t, cftest.Config{}, map[string]string{"PURGE_BATCH_WAIT": wait.String()})
+	e.startWorker()
+	enqueued := map[string]time.Time{}
+	var ids []string
+	names := []string{"a.example", "b.example", "c.example"}
+	for i := range 60 {
+		u := fmt.Sprintf("https://%s/r/%d", names[i%3], i)
+		enqueued[u] = time.Now()
+		ids = append(ids, e.enqueue(tasks.PurgeRequest{Files: tasks.URLs(u)}).ID)
+		time.Sleep(50 * time.Millisecond)
+	}
+	e.waitDone(30*time.Second, ids...)
+	var lat []time.Duration
+	for _, c := range tally(e.sim.Calls()).accepted {
+		for _, it := range c.Items {
+			lat = append(lat, c.At.Sub(enqueued[it]))
+		}
+	}
+	if len(lat) != 60 {
+		t.Fatalf("%d items purged, want 60", len(lat))
+	}
+	p50, p99 := percentile(lat, 0.5), percentile(lat, 0.99)
+	t.Logf("enqueue-to-call latency: p50 %v, p99 %v (batch wait %v)", p50.Round(time.Millisecond), p99.Round(time.Millisecond), wait)
+	if p99 > wait+100*time.Millisecond {
+		t.Errorf("p99 %v exceeds the batch wait + 100ms", p99)
+	}
+}
+
+// TestForcedGlobal429: after a global 429 no call reaches the API until the
+// cooldown ends; every item is purged afterwards.
+func TestForcedGlobal429(t *testing.T) {
+	e := setup(t, cftest.Config{Block: time.Second}, map[string]string{"PURGE_COOLDOWN": "1s", "PURGE_BATCH_WAIT": "100ms"})
+	e.startWorker()
+	e.waitDone(10*time.Second, e.enqueue(tasks.PurgeRequest{Files: tasks.URLs("https://a.example/warmup")}).ID)
+
+	e.sim.Force429(purge.ScopeGlobal, 1)
+	var ids []string
+	for i := range 30 {
+		zone := []string{"a.example", "b.example", "c.example"}[i%3]
+		ids = append(ids, e.enqueue(tasks.PurgeRequest{Zone: zone, Files: tasks.URLs(fmt.Sprintf("https://%s/%d", zone, i)), Tags: []string{fmt.Sprint("t", i)}}).ID)
+	}
+	e.waitDone(20*time.Second, ids...)
+
+	calls := e.sim.Calls()
+	var forcedAt time.Time
+	for _, c := range calls {
+		if c.Status == 429 && forcedAt.IsZero() {
+			forcedAt = c.At
+		}
+	}
+	if forcedAt.IsZero() {
+		t.Fatal("the forced 429 was never answered")
+	}
+	blockEnd := forcedAt.Add(time.Second)
+	// Calls already on the wire when the 429 was answered may land just
+	// after it; none may start later within the block.
+	late := 0
+	for _, c := range calls {
+		if c.At.After(forcedAt.Add(50*time.Millisecond)) && c.At.Before(blockEnd) {
+			late++
+			t.Errorf("call at +%v during the cooldown: %+v", c.At.Sub(forcedAt), c)
+		}
+	}
+	st := e.sim.Stats()
+	t.Logf("forced 429 at %v; calls during the block: %d (all within 50ms of the 429); total %+v", forcedAt.Format("15:04:05.000"), st.DuringBlock, st)
+}
+
+// TestTwoWorkerProcesses: two worker processes on one Redis never exceed
+// the simulator's global window and together use at least 97% of it.
+func TestTwoWorkerProcesses(t *testing.T) {
+	limit := rate.Per(50, time.Second)
+	e := setup(t, cftest.Config{GlobalLimit: limit}, map[string]string{"PURGE_GLOBAL_LIMIT": limit.String(), "PURGE_BATCH_WAIT": "200ms"})
+	var ids []string
+	names := []string{"a.example", "b.example", "c.example"}
+	for i := range 250 {
+		pr := tasks.PurgeRequest{Zone: names[i%3]}
+		for j := range 100 {
+			pr.Tags = append(pr.Tags, fmt.Sprintf("flood-%d-%d", i, j))
+		}
+		ids = append(ids, e.enqueue(pr).ID)
+	}
+	e.startWorkerProcess()
+	e.startWorkerProcess()
+	e.waitDone(60*time.Second, ids...)
+
+	st := e.sim.Stats()
+	calls := tally(e.sim.Calls()).accepted
+	sort.Slice(calls, func(i, j int) bool { return calls[i].At.Before(calls[j].At) })
+	t0 := calls[0].At
+	windows := int(calls[len(calls)-1].At.Sub(t0) / limit.Per)
+	used := 0
+	for _, c := range calls {
+		if c.At.Sub(t0) < time.Duration(windows)*limit.Per {
+			used++
+		}
+	}
+	ratio := float64(used) / float64(windows*limit.N)
+	t.Logf("%d calls; most in one window %d of %d; utilisation over %d full windows %.3f; 429s %d", len(calls), st.MaxInWindow, limit.N, windows, ratio, st.Global429)
+	if st.MaxInWindow > limit.N || st.Exceeded != 0 || st.Global429 != 0 {
+		t.Errorf("the global window was exceeded: %+v", st)
+	}
+	if ratio < 0.97 {
+		t.Errorf("utilisation %.3f, want ≥ 0.97", ratio)
+	}
+}
