@@ -28,7 +28,8 @@ type DispatcherConfig struct {
 	// BatchWait is the longest a partial chunk waits for more items when
 	// the limits have room.
 	BatchWait time.Duration
-	// Window is the most outstanding calls per limit scope.
+	// Window is the most outstanding calls per limit scope of this
+	// dispatcher (each worker process runs one).
 	Window int
 	// Lease is how long an outstanding call holds its window slot if its
 	// task never reports back (deleted from the UI, say).
@@ -48,16 +49,20 @@ type Dispatcher struct {
 	cfg     DispatcherConfig
 	log     zerolog.Logger
 	wake    chan struct{}
+	// id names this dispatcher's window of outstanding calls.
+	id string
 
 	// notBefore skips lanes whose partial chunk is not ready yet; cursor
 	// rotates each scope's lanes for fairness. Only Run touches them.
 	notBefore map[Lane]time.Time
 	cursor    map[purge.Scope]int
+	// failing is set while passes fail, so that an outage is logged once.
+	failing bool
 }
 
 // NewDispatcher returns a Dispatcher; Run starts it.
 func NewDispatcher(ob *Outbox, r Readiness, enq Enqueuer, cfg DispatcherConfig, log zerolog.Logger) *Dispatcher {
-	return &Dispatcher{ob: ob, limits: r, enqueue: enq, cfg: cfg, log: log,
+	return &Dispatcher{ob: ob, limits: r, enqueue: enq, cfg: cfg, log: log, id: randomHex(8),
 		wake: make(chan struct{}, 1), notBefore: map[Lane]time.Time{}, cursor: map[purge.Scope]int{}}
 }
 
@@ -86,8 +91,14 @@ func (d *Dispatcher) Run(ctx context.Context) {
 		case <-tick.C:
 		case <-d.wake:
 		}
-		if err := d.pass(ctx); err != nil && ctx.Err() == nil {
-			d.log.Warn().Err(err).Msg("dispatch pass failed; retrying")
+		err := d.pass(ctx)
+		switch {
+		case err != nil && ctx.Err() == nil && !d.failing:
+			d.failing = true
+			d.log.Warn().Err(err).Msg("dispatching failed; retrying until Redis answers")
+		case err == nil && d.failing:
+			d.failing = false
+			d.log.Info().Msg("dispatching again")
 		}
 	}
 }
@@ -145,7 +156,7 @@ func (d *Dispatcher) tryLane(ctx context.Context, lane Lane) (PopStatus, error) 
 	if time.Now().Before(d.notBefore[lane]) {
 		return NotReady, nil
 	}
-	req := PopRequest{Lane: lane, Cap: d.cfg.Caps(lane.Kind), Wait: d.cfg.BatchWait, Window: d.cfg.Window, Lease: d.cfg.Lease}
+	req := PopRequest{Lane: lane, Cap: d.cfg.Caps(lane.Kind), Wait: d.cfg.BatchWait, Window: d.cfg.Window, Lease: d.cfg.Lease, Owner: d.id}
 	res, err := d.ob.Pop(ctx, req)
 	if err != nil {
 		return 0, err

@@ -8,7 +8,8 @@
 //
 // The Dispatcher turns waiting items into purge:call tasks. For each limit
 // scope (the flex bucket, the URL bucket) it keeps a bounded window of
-// outstanding calls; it pops a chunk of at most the cap for the kind when
+// outstanding calls (per dispatcher, so that a dead worker's calls, which
+// asynq recovers only after their lease, block no one); it pops a chunk of at most the cap for the kind when
 // the lane holds a full chunk, or when the lane's oldest item has waited
 // the batch wait and the limits could carry the call now. Under pressure the
 // window is full of calls waiting for tokens, so items pile up in the

@@ -4,7 +4,6 @@ import (
 	"context"
 	"crypto/rand"
 	"encoding/hex"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"strconv"
@@ -26,7 +25,14 @@ var (
 	keyInflightAt  = prefix + "inflight:at"
 	keyDead        = prefix + "dlq"
 	keyDeadAt      = prefix + "dlq:at"
-	keyOutstanding = func(s purge.Scope) string { return prefix + "outstanding:" + string(s) }
+	keyResent      = prefix + "stats:resent"
+	keySent        = func(callID string) string { return prefix + "sent:" + callID }
+	keyRecorded    = func(callID string) string { return prefix + "recorded:" + callID }
+	keyFirstFail   = func(callID string) string { return prefix + "firstfail:" + callID }
+	// keyOutstanding holds one dispatcher's outstanding calls of a scope:
+	// the window is kept per dispatcher, so that the calls of a worker that
+	// died (recovered by asynq only after its lease) block no one else.
+	keyOutstanding = func(s purge.Scope, owner string) string { return prefix + "outstanding:" + string(s) + ":" + owner }
 	keyRequest     = func(id string) string { return prefix + "req:" + id }
 )
 
@@ -210,7 +216,7 @@ func (o *Outbox) Admit(ctx context.Context, r *tasks.Request) (bool, error) {
 // ARGV[1] prefix, ARGV[2] lane id, ARGV[3] cap, ARGV[4] batch wait ms,
 // ARGV[5] "1" to allow a partial chunk, ARGV[6] window (most outstanding
 // calls), ARGV[7] lease ms, ARGV[8] call id, ARGV[9] zone, ARGV[10] kind,
-// ARGV[11] soft "0"|"1".
+// ARGV[11] soft "0"|"1", ARGV[12] the dispatcher's id.
 // Returns {status, value, server ms}: status 1 popped (value: the call
 // payload), 0 window full, -1 lane empty, -2 partial chunk not ready (value:
 // ms when it will be), -3 partial chunk ready (value: its size) but not allowed.
@@ -239,7 +245,7 @@ for j = 1, #popped, 2 do
 end
 if n <= cap then redis.call('SREM', KEYS[1], lane) end
 local rec = cjson.encode({id = ARGV[8], zone = ARGV[9], kind = ARGV[10], soft = ARGV[11] == '1',
-  items = items, sources = sources, oldest = tonumber(popped[2])})
+  items = items, sources = sources, oldest = tonumber(popped[2]), owner = ARGV[12]})
 redis.call('HSET', KEYS[2], ARGV[8], rec)
 redis.call('ZADD', KEYS[3], exact(now), ARGV[8])
 redis.call('ZADD', KEYS[4], exact(now), ARGV[8])
@@ -266,6 +272,8 @@ type PopRequest struct {
 	AllowPartial bool
 	Window       int
 	Lease        time.Duration
+	// Owner identifies the dispatcher whose window the call counts in.
+	Owner string
 }
 
 // PopResult is the outcome of Pop.
@@ -290,9 +298,9 @@ func (o *Outbox) Pop(ctx context.Context, p PopRequest) (PopResult, error) {
 		soft = "1"
 	}
 	res, err := popCmd.Run(ctx, o.rdb,
-		[]string{keyLanes, keyInflight, keyInflightAt, keyOutstanding(p.Lane.Scope())},
+		[]string{keyLanes, keyInflight, keyInflightAt, keyOutstanding(p.Lane.Scope(), p.Owner)},
 		prefix, p.Lane.id(), p.Cap, p.Wait.Milliseconds(), flag(p.AllowPartial), p.Window, p.Lease.Milliseconds(),
-		id, p.Lane.Zone, string(p.Lane.Kind), soft).Slice()
+		id, p.Lane.Zone, string(p.Lane.Kind), soft, p.Owner).Slice()
 	if err != nil {
 		return PopResult{}, fmt.Errorf("popping %s: %w", p.Lane.id(), err)
 	}
@@ -372,91 +380,6 @@ func (o *Outbox) Lanes(ctx context.Context) ([]Lane, error) {
 		}
 	}
 	return lanes, nil
-}
-
-// completeCmd records a call's outcome: it releases the call's window slot,
-// credits the requests its items came from and, for dead items, stores a
-// dead-letter entry.
-//
-// KEYS[1] the scope's outstanding calls, KEYS[2] dead-letter hash,
-// KEYS[3] dead-letter times.
-// ARGV[1] prefix, ARGV[2] retention ms, ARGV[3] call id, ARGV[4] field
-// ("purged" or "dead"), ARGV[5] dead-letter entry id ("" for none),
-// ARGV[6] dead-letter entry JSON, ARGV[7…] sources of the credited items.
-var completeCmd = redis.NewScript(luaCredit + `
-redis.call('ZREM', KEYS[1], ARGV[3])
-local sources = {}
-for i = 7, #ARGV do sources[#sources + 1] = ARGV[i] end
-creditSources(sources, ARGV[4])
-if ARGV[5] ~= '' then
-  redis.call('HSET', KEYS[2], ARGV[5], ARGV[6])
-  redis.call('ZADD', KEYS[3], exact(now), ARGV[5])
-end
-return 1
-`)
-
-// DeadEntry is one dead-lettered batch: the items, why, and whose they were.
-type DeadEntry struct {
-	ID       string     `json:"id"`
-	Zone     string     `json:"zone"`
-	Kind     purge.Kind `json:"kind"`
-	Soft     bool       `json:"soft,omitempty"`
-	Items    []string   `json:"items"`
-	Requests []string   `json:"requests"`
-	Reason   string     `json:"reason"`
-	Code     int        `json:"code,omitempty"`
-	Message  string     `json:"message,omitempty"`
-	Attempts int        `json:"attempts"`
-	// FirstFailed and LastFailed are Unix milliseconds.
-	FirstFailed int64 `json:"first_failed"`
-	LastFailed  int64 `json:"last_failed"`
-}
-
-// Purged records that every item of the call was purged.
-func (o *Outbox) Purged(ctx context.Context, c *tasks.Call) error {
-	return o.complete(ctx, c, "purged", nil)
-}
-
-// Dead records that the call's items failed for good, keeping them in the
-// dead-letter store with the entry's reason.
-func (o *Outbox) Dead(ctx context.Context, c *tasks.Call, e DeadEntry) error {
-	e.ID, e.Zone, e.Kind, e.Soft, e.Items = "d"+randomHex(12), c.Zone, c.Kind, c.Soft, c.Items
-	e.Requests = requestIDs(c.Sources)
-	return o.complete(ctx, c, "dead", &e)
-}
-
-func (o *Outbox) complete(ctx context.Context, c *tasks.Call, field string, dead *DeadEntry) error {
-	entryID, entry := "", []byte(nil)
-	if dead != nil {
-		var err error
-		if entry, err = json.Marshal(dead); err != nil {
-			return err
-		}
-		entryID = dead.ID
-	}
-	args := []any{prefix, o.retention.Milliseconds(), c.ID, field, entryID, entry}
-	for _, s := range c.Sources {
-		args = append(args, s)
-	}
-	err := completeCmd.Run(ctx, o.rdb, []string{keyOutstanding(purge.BucketScope(c.Kind)), keyDead, keyDeadAt}, args...).Err()
-	if err != nil {
-		return fmt.Errorf("recording call %s: %w", c.ID, err)
-	}
-	return nil
-}
-
-func requestIDs(sources []string) []string {
-	seen := map[string]bool{}
-	var ids []string
-	for _, s := range sources {
-		for _, id := range strings.Fields(s) {
-			if !seen[id] {
-				seen[id] = true
-				ids = append(ids, id)
-			}
-		}
-	}
-	return ids
 }
 
 // Status is a request's progress.

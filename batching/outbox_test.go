@@ -116,15 +116,19 @@ func TestCoalescing(t *testing.T) {
 		t.Errorf("empty lane: %+v", res)
 	}
 
-	if err := ob.Purged(ctx, call); err != nil {
+	if _, err := ob.Record(ctx, call, all(len(call.Items)), nil, Failure{}); err != nil {
 		t.Fatal(err)
 	}
 	// Equal scores pop in lexicographic order, so r2 owns some of the 100.
 	if st := status(t, ob, "r2"); st.Purged == 0 || st.Purged >= 100 || st.State != "in_progress" {
 		t.Errorf("r2 after the first call: %+v", st)
 	}
-	if err := ob.Purged(ctx, rest); err != nil {
+	if _, err := ob.Record(ctx, rest, all(len(rest.Items)), nil, Failure{}); err != nil {
 		t.Fatal(err)
+	}
+	// Recording a call again (a re-run task) changes nothing.
+	if e, err := ob.Record(ctx, rest, all(len(rest.Items)), nil, Failure{}); err != nil || e != nil {
+		t.Fatal(e, err)
 	}
 	if st := status(t, ob, "r1"); st.Purged != 150 || st.State != "done" {
 		t.Errorf("r1: %+v", st)
@@ -190,7 +194,7 @@ func sortStrings(s []string) []string {
 func TestWindowAndCrashRecovery(t *testing.T) {
 	ob, _ := newOutbox(t)
 	ctx := context.Background()
-	admit(t, ob, request("r", false, "z", map[purge.Kind][]string{purge.Tags: urls(250, "t%d"), purge.Files: {"https://a.example/"}}))
+	admit(t, ob, request("r", false, "z", map[purge.Kind][]string{purge.Tags: urls(350, "t%d"), purge.Files: {"https://a.example/"}}))
 	tags := Lane{Zone: "z", Kind: purge.Tags}
 	res1, c1 := pop(t, ob, PopRequest{Lane: tags, Cap: 100, Window: 2})
 	_, c2 := pop(t, ob, PopRequest{Lane: tags, Cap: 100, Window: 2})
@@ -200,6 +204,10 @@ func TestWindowAndCrashRecovery(t *testing.T) {
 	if res, _ := pop(t, ob, PopRequest{Lane: tags, Cap: 100, Window: 2}); res.Status != WindowFull {
 		t.Fatalf("third pop: %+v, want WindowFull", res)
 	}
+	// Another dispatcher has its own window.
+	if _, c := pop(t, ob, PopRequest{Lane: tags, Cap: 100, Window: 2, Owner: "other"}); c == nil || c.Owner != "other" {
+		t.Fatalf("another dispatcher was blocked by this one's window: %+v", c)
+	}
 	// The other scope has its own window.
 	if _, c := pop(t, ob, PopRequest{Lane: Lane{Zone: "z", Kind: purge.Files}, Cap: 100, Window: 2, AllowPartial: true}); c == nil {
 		t.Fatal("the URL scope was blocked by the flex window")
@@ -208,10 +216,10 @@ func TestWindowAndCrashRecovery(t *testing.T) {
 		t.Fatal(err)
 	}
 	stranded, err := ob.Stranded(ctx, 0)
-	if err != nil || len(stranded) != 2 || stranded[c2.ID] == nil {
-		t.Fatalf("stranded = %v, %v; want c2 and the files call", stranded, err)
+	if err != nil || len(stranded) != 3 || stranded[c2.ID] == nil || stranded[res1.CallID] != nil {
+		t.Fatalf("%d stranded, %v; want c2, the other dispatcher's and the files call", len(stranded), err)
 	}
-	if err := ob.Purged(ctx, c1); err != nil {
+	if _, err := ob.Record(ctx, c1, all(len(c1.Items)), nil, Failure{}); err != nil {
 		t.Fatal(err)
 	}
 	if _, c := pop(t, ob, PopRequest{Lane: tags, Cap: 100, Window: 2, AllowPartial: true}); c == nil || len(c.Items) != 50 {
@@ -219,27 +227,67 @@ func TestWindowAndCrashRecovery(t *testing.T) {
 	}
 }
 
-func TestDeadLetter(t *testing.T) {
-	ob, rdb := newOutbox(t)
-	ctx := context.Background()
-	admit(t, ob, request("r", false, "z", map[purge.Kind][]string{purge.Hosts: {"a.example", "b.example"}}))
-	_, c := pop(t, ob, PopRequest{Lane: Lane{Zone: "z", Kind: purge.Hosts}, Cap: 100, AllowPartial: true})
-	if err := ob.Dead(ctx, c, DeadEntry{Reason: "permanent", Code: 1115, Attempts: 1}); err != nil {
-		t.Fatal(err)
+func all(n int) []int {
+	idx := make([]int, n)
+	for i := range idx {
+		idx[i] = i
 	}
-	if st := status(t, ob, "r"); st.Dead != 2 || st.State != "failed" {
+	return idx
+}
+
+// TestDeadLetterRetryDrop: dead items get one entry each, credited once
+// even when recorded twice; a retry puts them back for their requests,
+// which are no longer finished; a drop deletes entries.
+func TestDeadLetterRetryDrop(t *testing.T) {
+	ob, _ := newOutbox(t)
+	ctx := context.Background()
+	admit(t, ob, request("r", false, "z", map[purge.Kind][]string{purge.Hosts: {"a.example", "b.example", "c.example"}}))
+	hosts := Lane{Zone: "z", Kind: purge.Hosts}
+	_, c := pop(t, ob, PopRequest{Lane: hosts, Cap: 100, AllowPartial: true})
+	f := Failure{Reason: "permanent", Code: 1115, Message: "Invalid host", Attempts: 1}
+	entries, err := ob.Record(ctx, c, []int{0}, []int{1, 2}, f)
+	if err != nil || len(entries) != 2 {
+		t.Fatalf("Record: %v, %v", entries, err)
+	}
+	if again, _ := ob.Record(ctx, c, []int{0}, []int{1, 2}, f); len(again) != 0 {
+		t.Errorf("a second Record made entries: %v", again)
+	}
+	if st := status(t, ob, "r"); st.Purged != 1 || st.Dead != 2 || st.State != "failed" {
 		t.Errorf("status: %+v", st)
 	}
-	entries, _ := rdb.HGetAll(ctx, keyDead).Result()
-	if len(entries) != 1 {
-		t.Fatalf("%d dead-letter entries, want 1", len(entries))
+	list, err := ob.DeadEntries(ctx, "")
+	if err != nil || len(list) != 2 {
+		t.Fatalf("DeadEntries: %v, %v", list, err)
 	}
-	for _, e := range entries {
-		for _, want := range []string{`"zone":"z"`, `"kind":"hosts"`, `"items":["a.example","b.example"]`, `"requests":["r"]`, `"code":1115`} {
-			if !strings.Contains(e, want) {
-				t.Errorf("entry %s lacks %s", e, want)
-			}
-		}
+	e := list[0]
+	if e.Item != "b.example" {
+		e = list[1]
+	}
+	if e.Zone != "z" || e.Kind != purge.Hosts || e.Item != "b.example" || e.Code != 1115 || e.Requests[0] != "r" || e.Attempts != 1 || e.FirstFailed == 0 {
+		t.Errorf("entry: %+v", e)
+	}
+	if other, _ := ob.DeadEntries(ctx, "other"); len(other) != 0 {
+		t.Errorf("zone filter: %v", other)
+	}
+	if n, err := ob.RetryDead(ctx, []string{e.ID, "unknown"}); err != nil || n != 1 {
+		t.Fatalf("RetryDead: %d, %v", n, err)
+	}
+	if st := status(t, ob, "r"); st.Dead != 1 || st.State != "in_progress" {
+		t.Errorf("status after retry: %+v", st)
+	}
+	_, again := pop(t, ob, PopRequest{Lane: hosts, Cap: 100, AllowPartial: true})
+	if again == nil || again.Items[0] != "b.example" || again.Sources[0] != "r" {
+		t.Fatalf("the retried item did not come back: %+v", again)
+	}
+	other := list[0].ID
+	if other == e.ID {
+		other = list[1].ID
+	}
+	if n, _ := ob.DropDead(ctx, []string{other}); n != 1 {
+		t.Errorf("DropDead = %d", n)
+	}
+	if n, _ := ob.DeadCount(ctx); n != 0 {
+		t.Errorf("%d entries left", n)
 	}
 }
 
@@ -269,7 +317,7 @@ func TestDispatcherFairness(t *testing.T) {
 		mu.Unlock()
 		go func() { // the call completes a moment later
 			time.Sleep(5 * time.Millisecond)
-			ob.Purged(context.Background(), c)
+			ob.Record(context.Background(), c, all(len(c.Items)), nil, Failure{})
 			d.Wake()
 		}()
 		return nil

@@ -13,6 +13,9 @@ const (
 	TypeRequest = "purge:request"
 	// TypeCall is one Cloudflare API call: a batch of one kind for one zone.
 	TypeCall = "purge:call"
+	// TypeDead mirrors a dead-letter entry as an archived task, so that the
+	// asynq UI shows it; running it from the UI retries the entry.
+	TypeDead = "purge:dead"
 )
 
 // Queues. The worker serves both; calls weigh more so that a flood of new
@@ -20,6 +23,7 @@ const (
 const (
 	QueueRequests = "purge-requests"
 	QueueCalls    = "purge-calls"
+	QueueDead     = "purge-dead"
 )
 
 // Request is the payload of a purge:request task: validated, normalised
@@ -58,11 +62,26 @@ type Call struct {
 	Sources []string `json:"sources"`
 	// Oldest is when the oldest item was admitted (Unix ms, Redis clock).
 	Oldest int64 `json:"oldest"`
+	// Owner is the dispatcher whose window of outstanding calls this call
+	// occupies until it is recorded.
+	Owner string `json:"owner,omitempty"`
 }
 
 // Batch is the call's API batch.
 func (c *Call) Batch() purge.Batch {
 	return purge.Batch{Kind: c.Kind, Items: c.Items, Soft: c.Soft}
+}
+
+// Sub is a call of the items at idx, with id c.ID+suffix: the part of a
+// failed call that is sent again. Its id is deterministic so that a
+// handler re-run after a crash enqueues it once.
+func (c *Call) Sub(suffix string, idx []int) *Call {
+	sub := &Call{ID: c.ID + suffix, Zone: c.Zone, Kind: c.Kind, Soft: c.Soft, Oldest: c.Oldest, Owner: c.Owner}
+	for _, i := range idx {
+		sub.Items = append(sub.Items, c.Items[i])
+		sub.Sources = append(sub.Sources, c.Sources[i])
+	}
+	return sub
 }
 
 // DecodeCall reads a purge:call payload.

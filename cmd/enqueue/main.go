@@ -4,6 +4,7 @@
 //	        [--everything] [--from FILE|-] [--kind KIND] [--idempotency-key K]
 //	        [--soft] [--wait [--timeout D]] [--json] [URL…]
 //	enqueue status ID
+//	enqueue dlq list|retry|drop
 //
 // It prints the request id on stdout and messages on stderr. Exit status:
 // 0 durably queued (with --wait: every item purged); 2 invalid input or
@@ -95,8 +96,13 @@ func run(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.
 }
 
 func dispatch(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.Writer) error {
-	if len(args) > 0 && args[0] == "status" {
-		return status(ctx, args[1:], stdout, stderr)
+	if len(args) > 0 {
+		switch args[0] {
+		case "status":
+			return status(ctx, args[1:], stdout, stderr)
+		case "dlq":
+			return dlq(ctx, args[1:], stdout, stderr)
+		}
 	}
 	return enqueue(ctx, args, stdin, stdout, stderr)
 }
@@ -119,7 +125,7 @@ func enqueue(ctx context.Context, args []string, stdin io.Reader, stdout, stderr
 	fs.DurationVar(&o.timeout, "timeout", 10*time.Minute, "with --wait: give up after this long (exit 1)")
 	fs.BoolVar(&o.json, "json", false, "print the result as JSON on stdout")
 	fs.Usage = func() {
-		fmt.Fprintf(stderr, "Usage: enqueue [flags] [URL…]\n       enqueue status ID\n\nQueues a purge and prints its request id.\n\nFlags:\n")
+		fmt.Fprintf(stderr, "Usage: enqueue [flags] [URL…]\n       enqueue status ID\n       enqueue dlq list|retry|drop  (enqueue dlq for help)\n\nQueues a purge and prints its request id.\n\nFlags:\n")
 		fs.PrintDefaults()
 		fmt.Fprintf(stderr, "\nExit status: 0 queued (with --wait: purged), 2 invalid input (nothing queued), 1 anything else.\nEnvironment: PURGE_REDIS_URL, PURGE_ZONES (see worker --help).\n")
 	}
@@ -270,6 +276,7 @@ func printResult(stdout io.Writer, asJSON bool, rc tasks.Receipt, st *batching.S
 type conn struct {
 	rdb    *redis.Client
 	ac     *asynq.Client
+	zones  tasks.Zones
 	client *tasks.Client
 	outbox *batching.Outbox
 }
@@ -302,7 +309,7 @@ func connect(ctx context.Context, cfg *config.Config) (*conn, error) {
 		}
 	}
 	ac := asynq.NewClientFromRedisClient(rdb)
-	return &conn{rdb: rdb, ac: ac,
+	return &conn{rdb: rdb, ac: ac, zones: zones,
 		client: tasks.NewClient(ac, tasks.ClientOptions{Zones: zones, Retention: cfg.RequestRetention}),
 		outbox: batching.NewOutbox(rdb, cfg.RequestRetention)}, nil
 }

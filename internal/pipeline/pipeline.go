@@ -8,9 +8,11 @@ package pipeline
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"math/rand/v2"
+	"sync"
 	"time"
 
 	"github.com/hibiken/asynq"
@@ -98,6 +100,10 @@ type CallHandler struct {
 	Outbox  *batching.Outbox
 	Limiter Limiter
 	API     API
+	// Enqueue hands the re-sent part of a failed call back to the queue.
+	Enqueue batching.Enqueuer
+	// Archive mirrors new dead-letter entries into asynq's archive.
+	Archive func(ctx context.Context, entries []batching.DeadEntry)
 	// InlineWait is the longest wait for the limits spent in-process.
 	InlineWait time.Duration
 	// GlobalCooldown is PURGE_COOLDOWN.
@@ -105,6 +111,8 @@ type CallHandler struct {
 	// Done is called after each finished call (to wake the dispatcher).
 	Done func()
 	Log  zerolog.Logger
+
+	loud loudOnce
 }
 
 // ProcessTask: acquire → call → classify → record.
@@ -117,6 +125,13 @@ func (h *CallHandler) ProcessTask(ctx context.Context, t *asynq.Task) error {
 	need := limits.Call{Kind: call.Kind, Items: len(call.Items)}
 	if err := h.acquire(ctx, need); err != nil {
 		return err
+	}
+	first, err := h.Outbox.MarkSent(ctx, call.ID)
+	if err != nil {
+		return err
+	}
+	if !first {
+		log.Warn().Msg("re-sending a call whose earlier attempt had an unknown outcome (crash, timeout or reset): its items may be purged twice")
 	}
 	acc, err := h.API.Purge(ctx, call.Zone, call.Batch())
 	return h.record(ctx, log, call, need, acc, err)
@@ -149,7 +164,7 @@ func (h *CallHandler) acquire(ctx context.Context, need limits.Call) error {
 // record maps the outcome onto the outbox and asynq.
 func (h *CallHandler) record(ctx context.Context, log zerolog.Logger, call *tasks.Call, need limits.Call, acc purge.Accepted, err error) error {
 	if err == nil {
-		if err := h.Outbox.Purged(ctx, call); err != nil {
+		if _, err := h.Outbox.Record(ctx, call, all(len(call.Items)), nil, batching.Failure{}); err != nil {
 			return err
 		}
 		log.Info().Str("outcome", "accepted").Str("cf_id", acc.ID).Int64("waited_ms", time.Now().UnixMilli()-call.Oldest).Msg("purged")
@@ -160,35 +175,156 @@ func (h *CallHandler) record(ctx context.Context, log zerolog.Logger, call *task
 	if !errors.As(err, &pe) {
 		pe = &purge.Error{Class: purge.Transient, Err: err}
 	}
+	if pe.Status != 0 && pe.Err == nil {
+		// Cloudflare answered with a definite failure: nothing was purged,
+		// so the next attempt is no duplicate.
+		if err := h.Outbox.Unsent(ctx, call.ID); err != nil {
+			return err
+		}
+	}
 	switch pe.Class {
 	case purge.RateLimited:
 		d := h.Limiter.CooldownFor(pe, need, h.GlobalCooldown)
-		end, cerr := h.Limiter.Cooldown(ctx, pe.Scope, d)
-		if cerr != nil {
-			return cerr
+		end, err := h.Limiter.Cooldown(ctx, pe.Scope, d)
+		if err != nil {
+			return err
 		}
 		log.Warn().Str("outcome", "rate_limited").Str("scope", string(pe.Scope)).Int("code", pe.Code).Time("until", end).Msg("429: cooldown started")
 		return &Wait{D: time.Until(end), Reason: "cooldown:" + string(pe.Scope)}
 	case purge.Transient:
+		firstFailed, err := h.Outbox.FirstFailure(ctx, call.ID)
+		if err != nil {
+			return err
+		}
 		retried, _ := asynq.GetRetryCount(ctx)
 		maxRetry, _ := asynq.GetMaxRetry(ctx)
 		if retried < maxRetry {
 			log.Warn().Str("outcome", "transient").Err(pe).Int("attempt", retried+1).Msg("transient failure; will retry")
 			return pe
 		}
-		return h.dead(ctx, log, call, pe, retried+1, "transient failures exhausted the retries")
+		return h.fail(ctx, log, call, nil, all(len(call.Items)), batching.Failure{
+			Reason: fmt.Sprintf("gave up after %d attempts; last error: %v", retried+1, pe), Code: pe.Code, Message: pe.Message,
+			Attempts: retried + 1, FirstFailed: firstFailed})
+	case purge.Misconfigured:
+		advice := configAdvice(pe, call.Zone)
+		if h.loud.first(fmt.Sprintf("%d/%s", pe.Code, call.Zone), 5*time.Minute) {
+			log.Error().Str("outcome", "misconfigured").Int("code", pe.Code).Msg(advice)
+		}
+		return h.fail(ctx, log, call, nil, all(len(call.Items)), batching.Failure{Reason: advice, Code: pe.Code, Message: pe.Message, Attempts: 1})
 	}
-	return h.dead(ctx, log, call, pe, 1, pe.Class.String())
+	return h.isolate(ctx, log, call, pe)
 }
 
-// dead dead-letters the whole call and archives its task.
-func (h *CallHandler) dead(ctx context.Context, log zerolog.Logger, call *tasks.Call, pe *purge.Error, attempts int, reason string) error {
-	now := time.Now().UnixMilli()
-	entry := batching.DeadEntry{Reason: reason, Code: pe.Code, Message: pe.Error(), Attempts: attempts, FirstFailed: now, LastFailed: now}
-	if err := h.Outbox.Dead(ctx, call, entry); err != nil {
+// isolate handles a permanent failure: the items Cloudflare named are
+// dead-lettered and the rest sent again; when it named none, the batch is
+// split in halves until the culprit is alone.
+func (h *CallHandler) isolate(ctx context.Context, log zerolog.Logger, call *tasks.Call, pe *purge.Error) error {
+	f := batching.Failure{Reason: "Cloudflare refused the item: " + pe.Message, Code: pe.Code, Message: pe.Message, Attempts: 1}
+	named := map[string]bool{}
+	for _, it := range pe.Items {
+		named[it] = true
+	}
+	var dead, rest []int
+	for i, it := range call.Items {
+		if named[it] {
+			dead = append(dead, i)
+		} else {
+			rest = append(rest, i)
+		}
+	}
+	switch {
+	case len(dead) > 0:
+		return h.fail(ctx, log, call, []*tasks.Call{call.Sub("r", rest)}, dead, f)
+	case len(call.Items) == 1:
+		return h.fail(ctx, log, call, nil, []int{0}, f)
+	}
+	half := len(call.Items) / 2
+	log.Warn().Int("code", pe.Code).Msg("permanent failure naming no item: splitting the batch to isolate it")
+	return h.fail(ctx, log, call, []*tasks.Call{call.Sub("a", rest[:half]), call.Sub("b", rest[half:])}, nil, f)
+}
+
+// fail records the dead items, sends the resent parts as new calls and
+// mirrors the dead-letter entries into the archive.
+func (h *CallHandler) fail(ctx context.Context, log zerolog.Logger, call *tasks.Call, resend []*tasks.Call, dead []int, f batching.Failure) error {
+	entries, err := h.Outbox.Record(ctx, call, nil, dead, f)
+	if err != nil {
 		return err
 	}
-	log.Error().Str("outcome", "dead").Int("code", pe.Code).Err(pe).Msg("batch dead-lettered")
+	for _, sub := range resend {
+		if len(sub.Items) == 0 {
+			continue
+		}
+		payload, err := json.Marshal(sub)
+		if err != nil {
+			return err
+		}
+		if err := h.Enqueue(ctx, sub.ID, payload); err != nil {
+			return err
+		}
+	}
+	if len(dead) > 0 {
+		log.Error().Str("outcome", "dead").Int("dead", len(dead)).Int("code", f.Code).Str("reason", f.Reason).Msg("items dead-lettered")
+	}
+	h.Archive(ctx, entries)
 	h.Done()
-	return fmt.Errorf("%v: %w", pe, asynq.SkipRetry)
+	return nil
+}
+
+func all(n int) []int {
+	idx := make([]int, n)
+	for i := range idx {
+		idx[i] = i
+	}
+	return idx
+}
+
+// configAdvice says what an operator must fix.
+func configAdvice(pe *purge.Error, zone string) string {
+	switch pe.Code {
+	case purge.CodeNoRoute, purge.CodeNoRouteMethod:
+		return fmt.Sprintf("Cloudflare does not know zone id %s (code %d): fix PURGE_ZONES, then run `enqueue dlq retry --all`", zone, pe.Code)
+	}
+	return fmt.Sprintf("Cloudflare refused the API token for zone %s (HTTP %d, code %d): check that PURGE_CLOUDFLARE_API_TOKEN is valid and has the Cache Purge permission on that zone, then run `enqueue dlq retry --all`", zone, pe.Status, pe.Code)
+}
+
+// loudOnce lets a message through once per key and interval.
+type loudOnce struct {
+	mu   sync.Mutex
+	last map[string]time.Time
+}
+
+func (l *loudOnce) first(key string, every time.Duration) bool {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.last == nil {
+		l.last = map[string]time.Time{}
+	}
+	if time.Since(l.last[key]) < every {
+		return false
+	}
+	l.last[key] = time.Now()
+	return true
+}
+
+// DeadHandler runs a purge:dead task an operator started from the UI:
+// it retries the dead-letter entry the task mirrors.
+type DeadHandler struct {
+	Outbox  *batching.Outbox
+	Retried func()
+	Log     zerolog.Logger
+}
+
+// ProcessTask retries the entry.
+func (h *DeadHandler) ProcessTask(ctx context.Context, t *asynq.Task) error {
+	var e batching.DeadEntry
+	if err := json.Unmarshal(t.Payload(), &e); err != nil {
+		return fmt.Errorf("purge:dead payload: %v: %w", err, asynq.SkipRetry)
+	}
+	n, err := h.Outbox.RetryDead(ctx, []string{e.ID})
+	if err != nil {
+		return err
+	}
+	h.Log.Info().Str("entry", e.ID).Int("retried", n).Msg("dead-letter entry retried from the UI")
+	h.Retried()
+	return nil
 }

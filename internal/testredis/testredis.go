@@ -11,6 +11,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strconv"
+	"syscall"
 	"testing"
 	"time"
 
@@ -79,6 +80,12 @@ func (s *Server) Client() *redis.Client { return redis.NewClient(&redis.Options{
 // Kill stops the server at once (SIGKILL), as a crash would.
 func (s *Server) Kill() {
 	s.cmd.Process.Kill()
+	s.cmd.Wait()
+}
+
+// Stop shuts the server down cleanly (SIGTERM: the AOF is flushed).
+func (s *Server) Stop() {
+	s.cmd.Process.Signal(syscall.SIGTERM)
 	s.cmd.Wait()
 }
 

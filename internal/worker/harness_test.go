@@ -161,22 +161,56 @@ func (e *env) startWorker() {
 	})
 }
 
-// startWorkerProcess runs a worker as a separate OS process until the test ends.
-func (e *env) startWorkerProcess() {
+// proc is a worker running as a separate OS process.
+type proc struct {
+	cmd  *exec.Cmd
+	logs *strings.Builder
+	done chan struct{}
+}
+
+// startWorkerProcess runs a worker as a separate OS process; it is stopped
+// with SIGTERM when the test ends, unless killed before.
+func (e *env) startWorkerProcess() *proc {
 	e.t.Helper()
-	cmd := exec.Command(os.Args[0])
-	cmd.Env = append(os.Environ(), childEnv+"=1")
-	var logs strings.Builder
-	cmd.Stderr = &logs
-	if err := cmd.Start(); err != nil {
+	p := &proc{cmd: exec.Command(os.Args[0]), logs: &strings.Builder{}, done: make(chan struct{})}
+	p.cmd.Env = append(os.Environ(), childEnv+"=1")
+	p.cmd.Stderr = &lockedWriter{b: p.logs}
+	if err := p.cmd.Start(); err != nil {
 		e.t.Fatal(err)
 	}
+	var waitErr error
+	go func() { waitErr = p.cmd.Wait(); close(p.done) }()
 	e.t.Cleanup(func() {
-		cmd.Process.Signal(syscall.SIGTERM)
-		if err := cmd.Wait(); err != nil {
-			e.t.Errorf("worker process: %v\n%s", err, logs.String())
+		select {
+		case <-p.done:
+			return // killed by the test
+		default:
+		}
+		p.cmd.Process.Signal(syscall.SIGTERM)
+		<-p.done
+		if waitErr != nil {
+			e.t.Errorf("worker process: %v\n%s", waitErr, p.logs.String())
 		}
 	})
+	return p
+}
+
+// kill stops the process at once, as a crash would.
+func (p *proc) kill() {
+	p.cmd.Process.Kill()
+	<-p.done
+}
+
+// lockedWriter serialises writes from the process's output copier.
+type lockedWriter struct {
+	mu sync.Mutex
+	b  *strings.Builder
+}
+
+func (w *lockedWriter) Write(p []byte) (int, error) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return w.b.Write(p)
 }
 
 func (e *env) enqueue(pr tasks.PurgeRequest) tasks.Receipt {

@@ -6,6 +6,7 @@ package worker
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"net"
@@ -48,6 +49,11 @@ func Run(ctx context.Context, cfg *config.Config, log zerolog.Logger) error {
 		return fmt.Errorf("PURGE_REDIS_URL: %w", err)
 	}
 	opt.PoolSize = cfg.WorkerConcurrency() + 16
+	// Ride out a Redis restart of up to ~20 s inside each command: a handler
+	// that fails mid-call would leave its task to asynq's lease recovery
+	// (60–120 s), and asynq v0.26's own re-sync of a failed ack uses a
+	// context it has already cancelled.
+	opt.MaxRetries, opt.MinRetryBackoff, opt.MaxRetryBackoff = 25, 50*time.Millisecond, time.Second
 	rdb := redis.NewClient(opt)
 	defer rdb.Close()
 	if err := waitForRedis(ctx, rdb, 10*time.Second); err != nil {
@@ -85,11 +91,21 @@ func Run(ctx context.Context, cfg *config.Config, log zerolog.Logger) error {
 	backoff := pipeline.Backoff{Base: cfg.RetryBase, Max: cfg.RetryMax}
 	mux := asynq.NewServeMux()
 	mux.Handle(tasks.TypeRequest, &pipeline.RequestHandler{Outbox: ob, Admitted: disp.Wake, Log: log})
-	mux.Handle(tasks.TypeCall, &pipeline.CallHandler{Outbox: ob, Limiter: lim, API: api, InlineWait: cfg.InlineWait,
-		GlobalCooldown: cfg.Cooldown, Done: disp.Wake, Log: log})
+	insp := asynq.NewInspectorFromRedisClient(rdb)
+	archive := func(ctx context.Context, entries []batching.DeadEntry) {
+		for _, e := range entries {
+			payload, _ := json.Marshal(e)
+			if err := tasks.ArchiveDead(ctx, ac, insp, e.ID, payload); err != nil {
+				log.Warn().Err(err).Str("entry", e.ID).Msg("mirroring a dead-letter entry into the UI's archive failed (the entry itself is kept)")
+			}
+		}
+	}
+	mux.Handle(tasks.TypeCall, &pipeline.CallHandler{Outbox: ob, Limiter: lim, API: api, Enqueue: enqueue, Archive: archive,
+		InlineWait: cfg.InlineWait, GlobalCooldown: cfg.Cooldown, Done: disp.Wake, Log: log})
+	mux.Handle(tasks.TypeDead, &pipeline.DeadHandler{Outbox: ob, Retried: disp.Wake, Log: log})
 	srv := asynq.NewServerFromRedisClient(rdb, asynq.Config{
 		Concurrency:              cfg.WorkerConcurrency(),
-		Queues:                   map[string]int{tasks.QueueCalls: 3, tasks.QueueRequests: 2},
+		Queues:                   map[string]int{tasks.QueueCalls: 3, tasks.QueueRequests: 2, tasks.QueueDead: 1},
 		TaskCheckInterval:        pollInterval,
 		DelayedTaskCheckInterval: 100 * time.Millisecond,
 		IsFailure:                pipeline.IsFailure,

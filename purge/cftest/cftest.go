@@ -124,7 +124,7 @@ type Server struct {
 	faults     Faults
 	rng        *mrand.Rand
 	forced     []purge.Scope
-	poison     map[string]bool
+	poison     map[string]poison
 	stats      Stats
 }
 
@@ -150,7 +150,7 @@ func NewUnstartedServer(cfg Config) *Server {
 		cfg:     cfg,
 		closing: make(chan struct{}),
 		zones:   make(map[string]bool),
-		poison:  make(map[string]bool),
+		poison:  make(map[string]poison),
 		rng:     mrand.New(mrand.NewPCG(1, 2)),
 	}
 	for _, z := range cfg.Zones {
@@ -205,13 +205,34 @@ func (s *Server) Force429(scope purge.Scope, n int) {
 	}
 }
 
-// Poison makes calls that carry any of keys fail with 1015 "Unable to
-// purge <item>", naming the first such item, for as long as the server runs.
-func (s *Server) Poison(keys ...string) {
+// poison is how a poisoned item fails.
+type poison int
+
+const (
+	poisonNamed poison = iota + 1 // 1015 "Unable to purge <item>", one error per item
+	poisonQuiet                   // 1016 "Unable to purge any urls", naming none
+)
+
+// Poison makes calls that carry any of keys fail with 400 and one 1015
+// "Unable to purge <item>" error per such item, for as long as the server runs.
+func (s *Server) Poison(keys ...string) { s.setPoison(poisonNamed, keys) }
+
+// PoisonQuietly makes calls that carry any of keys fail with 1016, naming
+// no item, so that a client must bisect to find them.
+func (s *Server) PoisonQuietly(keys ...string) { s.setPoison(poisonQuiet, keys) }
+
+// ClearPoison makes every poisoned item purgeable again.
+func (s *Server) ClearPoison() {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	clear(s.poison)
+}
+
+func (s *Server) setPoison(p poison, keys []string) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	for _, k := range keys {
-		s.poison[k] = true
+		s.poison[k] = p
 	}
 }
 
@@ -274,6 +295,7 @@ type answer struct {
 	status     int
 	code       int
 	message    string
+	errors     []purge.APIError // several errors; else code and message
 	retryAfter time.Duration
 	fault      string
 }
@@ -405,14 +427,21 @@ func (s *Server) decide(r *http.Request, call *Call) (answer, purge.Batch) {
 		call.Scope = purge.BucketScope(batch.Kind)
 		return purgeLimited(wait), batch
 	}
+	var named []purge.APIError
 	for _, key := range batch.Items {
-		if s.poison[key] {
+		switch s.poison[key] {
+		case poisonNamed:
 			name := key
 			if batch.Kind == purge.Files {
 				name = purge.ItemURL(key)
 			}
-			return answer{status: http.StatusBadRequest, code: purge.CodeUnableToPurge, message: "Unable to purge " + name}, batch
+			named = append(named, purge.APIError{Code: purge.CodeUnableToPurge, Message: "Unable to purge " + name})
+		case poisonQuiet:
+			return answer{status: http.StatusBadRequest, code: purge.CodeUnableToPurgeAny, message: "Unable to purge any urls"}, batch
 		}
+	}
+	if len(named) > 0 {
+		return answer{status: http.StatusBadRequest, code: named[0].Code, message: named[0].Message, errors: named}, batch
 	}
 	s.stats.Accepted++
 	s.stats.Items += len(batch.Items)
@@ -482,6 +511,8 @@ func (s *Server) writeAnswer(w http.ResponseWriter, a answer) {
 	env := purge.Envelope{Success: a.status == http.StatusOK, Errors: []purge.APIError{}, Messages: []purge.APIError{}}
 	if env.Success {
 		env.Result = &purge.Result{ID: newID()}
+	} else if a.errors != nil {
+		env.Errors = a.errors
 	} else {
 		env.Errors = append(env.Errors, purge.APIError{Code: a.code, Message: a.message})
 	}

@@ -1,0 +1,140 @@
+package batching
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"strings"
+
+	"github.com/redis/go-redis/v9"
+)
+
+// The dead-letter store keeps every entry until an operator retries or
+// drops it: a hash of entries by id and a sorted set of ids by time. Unlike
+// asynq's archive, which trims past 10,000 tasks a queue, it never drops an
+// entry by itself.
+
+func splitSources(s string) []string { return strings.Fields(s) }
+
+// DeadCount is the number of dead-letter entries.
+func (o *Outbox) DeadCount(ctx context.Context) (int64, error) {
+	return o.rdb.HLen(ctx, keyDead).Result()
+}
+
+// DeadEntries lists dead-letter entries, oldest first; zone, if set, keeps
+// only that zone's (by id).
+func (o *Outbox) DeadEntries(ctx context.Context, zone string) ([]DeadEntry, error) {
+	ids, err := o.rdb.ZRange(ctx, keyDeadAt, 0, -1).Result()
+	if err != nil {
+		return nil, err
+	}
+	var out []DeadEntry
+	for start := 0; start < len(ids); start += 1000 {
+		vals, err := o.rdb.HMGet(ctx, keyDead, ids[start:min(start+1000, len(ids))]...).Result()
+		if err != nil {
+			return nil, err
+		}
+		for _, v := range vals {
+			s, ok := v.(string)
+			if !ok {
+				continue // dropped while listing
+			}
+			var e DeadEntry
+			if err := json.Unmarshal([]byte(s), &e); err != nil {
+				return nil, fmt.Errorf("dead-letter entry %s: %w", s, err)
+			}
+			if zone == "" || e.Zone == zone {
+				out = append(out, e)
+			}
+		}
+	}
+	return out, nil
+}
+
+// DeadIDs lists every dead-letter entry id, oldest first.
+func (o *Outbox) DeadIDs(ctx context.Context) ([]string, error) {
+	return o.rdb.ZRange(ctx, keyDeadAt, 0, -1).Result()
+}
+
+// retryCmd puts dead-lettered items back into their lanes, as waiting
+// items of the requests they came from, and removes their entries. The
+// items then go out in new calls with a fresh retry budget; the requests'
+// dead counts go down again and they are no longer finished.
+//
+// KEYS[1] dead-letter hash, KEYS[2] dead-letter times, KEYS[3] lanes set.
+// ARGV[1] prefix, ARGV[2…] entry ids. Returns the number of entries retried.
+var retryCmd = redis.NewScript(luaClock + `
+local P = ARGV[1]
+local n = 0
+for i = 2, #ARGV do
+  local raw = redis.call('HGET', KEYS[1], ARGV[i])
+  if raw then
+    local e = cjson.decode(raw)
+    local soft = '0'
+    if e.soft == true then soft = '1' end
+    local lane = e.zone .. '|' .. e.kind .. '|' .. soft
+    local lk, sk = P .. 'lane:' .. lane, P .. 'src:' .. lane
+    local reqs = {}
+    if type(e.requests) == 'table' then reqs = e.requests end
+    for _, rid in ipairs(reqs) do
+      local rk = P .. 'req:' .. rid
+      if redis.call('EXISTS', rk) == 1 then
+        redis.call('HINCRBY', rk, 'dead', -1)
+        redis.call('HDEL', rk, 'finished')
+        redis.call('PERSIST', rk)
+      end
+    end
+    local src = table.concat(reqs, ' ')
+    if redis.call('ZADD', lk, 'NX', exact(now), e.item) == 0 then
+      src = (redis.call('HGET', sk, e.item) or '') .. ' ' .. src
+    end
+    redis.call('HSET', sk, e.item, src)
+    redis.call('SADD', KEYS[3], lane)
+    redis.call('HDEL', KEYS[1], ARGV[i])
+    redis.call('ZREM', KEYS[2], ARGV[i])
+    n = n + 1
+  end
+end
+return n
+`)
+
+// RetryDead re-admits the entries' items; unknown ids are skipped.
+func (o *Outbox) RetryDead(ctx context.Context, ids []string) (int, error) {
+	return o.inChunks(ids, func(chunk []string) (int, error) {
+		args := append([]any{prefix}, toAny(chunk)...)
+		return retryCmd.Run(ctx, o.rdb, []string{keyDead, keyDeadAt, keyLanes}, args...).Int()
+	})
+}
+
+// DropDead deletes entries; unknown ids are skipped.
+func (o *Outbox) DropDead(ctx context.Context, ids []string) (int, error) {
+	return o.inChunks(ids, func(chunk []string) (int, error) {
+		var n *redis.IntCmd
+		_, err := o.rdb.TxPipelined(ctx, func(p redis.Pipeliner) error {
+			n = p.HDel(ctx, keyDead, chunk...)
+			p.ZRem(ctx, keyDeadAt, toAny(chunk)...)
+			return nil
+		})
+		return int(n.Val()), err
+	})
+}
+
+func (o *Outbox) inChunks(ids []string, f func([]string) (int, error)) (int, error) {
+	total := 0
+	for start := 0; start < len(ids); start += 500 {
+		n, err := f(ids[start:min(start+500, len(ids))])
+		total += n
+		if err != nil {
+			return total, err
+		}
+	}
+	return total, nil
+}
+
+func toAny(s []string) []any {
+	out := make([]any, len(s))
+	for i, v := range s {
+		out[i] = v
+	}
+	return out
+}

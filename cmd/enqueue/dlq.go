@@ -1,0 +1,127 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"flag"
+	"fmt"
+	"io"
+	"text/tabwriter"
+	"time"
+
+	"github.com/hibiken/asynq"
+
+	"github.com/purgeq/purgeq/internal/config"
+	"github.com/purgeq/purgeq/tasks"
+)
+
+const dlqUsage = `Usage:
+  enqueue dlq list [--zone Z] [--json]   every dead-letter entry, oldest first
+  enqueue dlq retry ID… | --all          send the entries' items again, with a fresh retry budget
+  enqueue dlq drop ID… | --all           delete entries for good`
+
+// dlq is the dead-letter queue's operator interface.
+func dlq(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	if len(args) == 0 {
+		return usageError("%s", dlqUsage)
+	}
+	fs := flag.NewFlagSet("dlq "+args[0], flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	zone := fs.String("zone", "", "only this zone (name or id)")
+	asJSON := fs.Bool("json", false, "print JSON")
+	everything := fs.Bool("all", false, "every entry")
+	fs.Usage = func() { fmt.Fprintln(stderr, dlqUsage) }
+	if err := parseInterleaved(fs, args[1:]); err != nil {
+		return &exitError{exitInvalid, fmt.Errorf("")}
+	}
+	ids := fs.Args()
+
+	cfg, err := config.Load()
+	if err != nil {
+		return usageError("%v", err)
+	}
+	c, err := connect(ctx, cfg)
+	if err != nil {
+		return err
+	}
+	defer c.close()
+
+	switch args[0] {
+	case "list":
+		zoneID := ""
+		if *zone != "" {
+			z, ok := c.zones.Lookup(*zone)
+			if !ok {
+				return usageError("--zone %q is not one of the configured zones (%s)", *zone, c.zones)
+			}
+			zoneID = z.ID
+		}
+		return c.listDead(ctx, zoneID, *asJSON, stdout)
+	case "retry", "drop":
+		if *everything == (len(ids) > 0) {
+			return usageError("dlq %s: name entry ids or --all (not both)", args[0])
+		}
+		if *everything {
+			if ids, err = c.outbox.DeadIDs(ctx); err != nil {
+				return err
+			}
+		}
+		op, verb := c.outbox.RetryDead, "retried"
+		if args[0] == "drop" {
+			op, verb = c.outbox.DropDead, "dropped"
+		}
+		n, err := op(ctx, ids)
+		tasks.ForgetDead(asynq.NewInspectorFromRedisClient(c.rdb), ids)
+		if err != nil {
+			return fmt.Errorf("%d of %d entries %s before: %w", n, len(ids), verb, err)
+		}
+		fmt.Fprintf(stderr, "enqueue: %d entr%s %s\n", n, plural(n, "y", "ies"), verb)
+		if n < len(ids) && !*everything {
+			return fmt.Errorf("%d of the ids named no entry (already retried or dropped?)", len(ids)-n)
+		}
+		return nil
+	}
+	return usageError("dlq: unknown command %q\n%s", args[0], dlqUsage)
+}
+
+func (c *conn) listDead(ctx context.Context, zoneID string, asJSON bool, stdout io.Writer) error {
+	entries, err := c.outbox.DeadEntries(ctx, zoneID)
+	if err != nil {
+		return err
+	}
+	if asJSON {
+		if entries == nil {
+			entries = entries[:0]
+		}
+		return json.NewEncoder(stdout).Encode(entries)
+	}
+	tw := tabwriter.NewWriter(stdout, 1, 0, 2, ' ', 0)
+	fmt.Fprintln(tw, "ID\tZONE\tKIND\tITEM\tATTEMPTS\tLAST FAILED\tREASON")
+	names := map[string]string{}
+	for _, z := range c.zones {
+		names[z.ID] = z.Name
+	}
+	for _, e := range entries {
+		zone := names[e.Zone]
+		if zone == "" {
+			zone = e.Zone
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%d\t%s\t%s\n", e.ID, zone, e.Kind, truncate(e.Item, 80), e.Attempts,
+			time.UnixMilli(e.LastFailed).UTC().Format(time.RFC3339), truncate(e.Reason, 100))
+	}
+	return tw.Flush()
+}
+
+func truncate(s string, n int) string {
+	if len(s) <= n {
+		return s
+	}
+	return s[:n] + "…"
+}
+
+func plural(n int, one, many string) string {
+	if n == 1 {
+		return one
+	}
+	return many
+}
