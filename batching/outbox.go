@@ -20,15 +20,15 @@ import (
 const prefix = "purgeq:{purgeq}:"
 
 var (
-	keyLanes       = prefix + "lanes"
-	keyInflight    = prefix + "inflight"
-	keyInflightAt  = prefix + "inflight:at"
-	keyDead        = prefix + "dlq"
-	keyDeadAt      = prefix + "dlq:at"
-	keyResent      = prefix + "stats:resent"
-	keySent        = func(callID string) string { return prefix + "sent:" + callID }
-	keyRecorded    = func(callID string) string { return prefix + "recorded:" + callID }
-	keyFirstFail   = func(callID string) string { return prefix + "firstfail:" + callID }
+	keyLanes      = prefix + "lanes"
+	keyInflight   = prefix + "inflight"
+	keyInflightAt = prefix + "inflight:at"
+	keyDead       = prefix + "dlq"
+	keyDeadAt     = prefix + "dlq:at"
+	keyResent     = prefix + "stats:resent"
+	keySent       = func(callID string) string { return prefix + "sent:" + callID }
+	keyRecorded   = func(callID string) string { return prefix + "recorded:" + callID }
+	keyFirstFail  = func(callID string) string { return prefix + "firstfail:" + callID }
 	// keyOutstanding holds one dispatcher's outstanding calls of a scope:
 	// the window is kept per dispatcher, so that the calls of a worker that
 	// died (recovered by asynq only after its lease) block no one else.
