@@ -34,6 +34,7 @@ var (
 	// died (recovered by asynq only after its lease) block no one else.
 	keyOutstanding = func(s purge.Scope, owner string) string { return prefix + "outstanding:" + string(s) + ":" + owner }
 	keyRequest     = func(id string) string { return prefix + "req:" + id }
+	keyLane        = func(l Lane) string { return prefix + "lane:" + l.id() }
 )
 
 // Lane is one zone, kind and soft/hard combination: the unit of coalescing.
@@ -431,4 +432,41 @@ func randomHex(n int) string {
 	b := make([]byte, n)
 	rand.Read(b)
 	return hex.EncodeToString(b)
+}
+
+// LaneStat is one lane's backlog, for metrics.
+type LaneStat struct {
+	Lane  Lane
+	Depth int64
+	// Oldest is when the oldest waiting item was admitted.
+	Oldest time.Time
+}
+
+// LaneStats reports every lane's depth and oldest item.
+func (o *Outbox) LaneStats(ctx context.Context) ([]LaneStat, error) {
+	lanes, err := o.Lanes(ctx)
+	if err != nil {
+		return nil, err
+	}
+	cmds := make([]*redis.ZSliceCmd, len(lanes))
+	depths := make([]*redis.IntCmd, len(lanes))
+	_, err = o.rdb.Pipelined(ctx, func(p redis.Pipeliner) error {
+		for i, l := range lanes {
+			depths[i] = p.ZCard(ctx, keyLane(l))
+			cmds[i] = p.ZRangeWithScores(ctx, keyLane(l), 0, 0)
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, err
+	}
+	out := make([]LaneStat, 0, len(lanes))
+	for i, l := range lanes {
+		st := LaneStat{Lane: l, Depth: depths[i].Val()}
+		if z := cmds[i].Val(); len(z) == 1 {
+			st.Oldest = time.UnixMilli(int64(z[0].Score))
+		}
+		out = append(out, st)
+	}
+	return out, nil
 }

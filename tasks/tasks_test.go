@@ -2,6 +2,7 @@ package tasks_test
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"os"
 	"strings"
@@ -132,5 +133,24 @@ func TestEnqueueIdempotency(t *testing.T) {
 	info, err := asynq.NewInspectorFromRedisClient(rdb).GetQueueInfo(tasks.QueueRequests)
 	if err != nil || info.Pending != 2 {
 		t.Errorf("pending = %+v, %v; want 2", info, err)
+	}
+}
+
+func TestDescribe(t *testing.T) {
+	c := tasks.NewClient(nil, tasks.ClientOptions{Zones: mustZones(t, "example.com=id1")})
+	req, _ := c.Build(tasks.PurgeRequest{Files: tasks.URLs("https://example.com/1", "https://example.com/2", "https://example.com/3", "https://example.com/4"), Tags: []string{"t"}, Soft: true})
+	payload, _ := json.Marshal(req)
+	got := tasks.Describe(tasks.TypeRequest, payload)
+	for _, want := range []string{"[soft]", "5 items", "zone id1: 4 files (https://example.com/1, https://example.com/2, https://example.com/3, … 1 more)", "1 tags (t)"} {
+		if !strings.Contains(got, want) {
+			t.Errorf("Describe(request) = %q, lacks %q", got, want)
+		}
+	}
+	call := `{"id":"c1","zone":"id1","kind":"files","items":["{\"url\":\"https://example.com/h\",\"headers\":{\"Origin\":\"x\"}}"],"sources":["r"]}`
+	if got := tasks.Describe(tasks.TypeCall, []byte(call)); got != "call c1 — zone id1, 1 files: https://example.com/h" {
+		t.Errorf("Describe(call) = %q", got)
+	}
+	if got := tasks.Describe(tasks.TypeCall, []byte("{")); !strings.Contains(got, "unreadable") {
+		t.Errorf("Describe(garbage) = %q", got)
 	}
 }

@@ -62,6 +62,7 @@ type Config struct {
 	HTTPAddr     string   `envconfig:"HTTP_ADDR" default:"127.0.0.1:8080" desc:"worker's HTTP side: UI, metrics, health"`
 	UIUser       string   `envconfig:"UI_USER" desc:"basic auth user for the UI"`
 	UIPassword   string   `envconfig:"UI_PASSWORD" desc:"basic auth password for the UI (never logged)"`
+	UIReadOnly   bool     `envconfig:"UI_READONLY" default:"false" desc:"the UI shows tasks but cannot change them"`
 	IntakeAddr   string   `envconfig:"INTAKE_ADDR" default:"127.0.0.1:8081" desc:"enqueue serve listen address"`
 	IntakeTokens []string `envconfig:"INTAKE_TOKENS" desc:"comma-separated bearer tokens accepted by enqueue serve (never logged)"`
 

@@ -110,7 +110,10 @@ type CallHandler struct {
 	GlobalCooldown time.Duration
 	// Done is called after each finished call (to wake the dispatcher).
 	Done func()
-	Log  zerolog.Logger
+	// Observe sees every API outcome (accepted, rate_limited, transient,
+	// permanent, misconfigured) for metrics; scope is set for rate_limited.
+	Observe func(c *tasks.Call, outcome string, scope purge.Scope)
+	Log     zerolog.Logger
 
 	loud loudOnce
 }
@@ -134,6 +137,17 @@ func (h *CallHandler) ProcessTask(ctx context.Context, t *asynq.Task) error {
 		log.Warn().Msg("re-sending a call whose earlier attempt had an unknown outcome (crash, timeout or reset): its items may be purged twice")
 	}
 	acc, err := h.API.Purge(ctx, call.Zone, call.Batch())
+	outcome, scope := "accepted", purge.Scope("")
+	if err != nil {
+		c := purge.ClassOf(err)
+		outcome = c.String()
+		if c == purge.RateLimited {
+			var pe *purge.Error
+			errors.As(err, &pe)
+			scope = pe.Scope
+		}
+	}
+	h.Observe(call, outcome, scope)
 	return h.record(ctx, log, call, need, acc, err)
 }
 

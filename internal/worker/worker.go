@@ -1,6 +1,6 @@
 // Package worker wires the worker process: Redis, the limiter, the outbox
 // and its dispatcher, the asynq server with the purge handlers, and the
-// HTTP side (health now; UI and metrics are mounted on the same mux).
+// HTTP side (UI, metrics, health).
 // cmd/worker only parses flags and calls Run.
 package worker
 
@@ -15,13 +15,16 @@ import (
 	"time"
 
 	"github.com/hibiken/asynq"
+	"github.com/prometheus/client_golang/prometheus"
 	"github.com/redis/go-redis/v9"
 	"github.com/rs/zerolog"
 
 	"github.com/purgeq/purgeq/batching"
 	"github.com/purgeq/purgeq/internal/config"
 	"github.com/purgeq/purgeq/internal/logging"
+	"github.com/purgeq/purgeq/internal/metrics"
 	"github.com/purgeq/purgeq/internal/pipeline"
+	"github.com/purgeq/purgeq/internal/web"
 	"github.com/purgeq/purgeq/limits"
 	"github.com/purgeq/purgeq/purge"
 	"github.com/purgeq/purgeq/tasks"
@@ -92,6 +95,8 @@ func Run(ctx context.Context, cfg *config.Config, log zerolog.Logger) error {
 	mux := asynq.NewServeMux()
 	mux.Handle(tasks.TypeRequest, &pipeline.RequestHandler{Outbox: ob, Admitted: disp.Wake, Log: log})
 	insp := asynq.NewInspectorFromRedisClient(rdb)
+	reg := prometheus.NewRegistry()
+	m := metrics.New(reg, metrics.State{Outbox: ob, Limiter: lim, Inspector: insp, Zones: cfg.Zones, Log: log})
 	archive := func(ctx context.Context, entries []batching.DeadEntry) {
 		for _, e := range entries {
 			payload, _ := json.Marshal(e)
@@ -101,7 +106,8 @@ func Run(ctx context.Context, cfg *config.Config, log zerolog.Logger) error {
 		}
 	}
 	mux.Handle(tasks.TypeCall, &pipeline.CallHandler{Outbox: ob, Limiter: lim, API: api, Enqueue: enqueue, Archive: archive,
-		InlineWait: cfg.InlineWait, GlobalCooldown: cfg.Cooldown, Done: disp.Wake, Log: log})
+		InlineWait: cfg.InlineWait, GlobalCooldown: cfg.Cooldown, Done: disp.Wake, Log: log,
+		Observe: func(c *tasks.Call, outcome string, scope purge.Scope) { m.Observe(c, outcome, scope, plan.Cap(c.Kind)) }})
 	mux.Handle(tasks.TypeDead, &pipeline.DeadHandler{Outbox: ob, Retried: disp.Wake, Log: log})
 	srv := asynq.NewServerFromRedisClient(rdb, asynq.Config{
 		Concurrency:              cfg.WorkerConcurrency(),
@@ -115,7 +121,13 @@ func Run(ctx context.Context, cfg *config.Config, log zerolog.Logger) error {
 		LogLevel:                 asynq.WarnLevel,
 	})
 
-	httpSrv := &http.Server{Addr: cfg.HTTPAddr, Handler: httpMux(rdb), ReadHeaderTimeout: 10 * time.Second}
+	webHandler, closeWeb, err := web.Handler(web.Options{RedisURL: cfg.RedisURL, User: cfg.UIUser, Password: cfg.UIPassword,
+		ReadOnly: cfg.UIReadOnly, Gatherer: reg, Redis: rdb})
+	if err != nil {
+		return err
+	}
+	defer closeWeb()
+	httpSrv := &http.Server{Addr: cfg.HTTPAddr, Handler: webHandler, ReadHeaderTimeout: 10 * time.Second}
 	ln, err := net.Listen("tcp", cfg.HTTPAddr)
 	if err != nil {
 		return fmt.Errorf("PURGE_HTTP_ADDR: %w", err)
@@ -124,7 +136,7 @@ func Run(ctx context.Context, cfg *config.Config, log zerolog.Logger) error {
 		ln.Close()
 		return err
 	}
-	log.Info().Str("http", ln.Addr().String()).Str("plan", plan.Name).Str("global_limit", cfg.GlobalLimit.String()).
+	log.Info().Str("http", ln.Addr().String()).Str("ui", "http://"+ln.Addr().String()+web.UIPath+"/").Str("plan", plan.Name).Str("global_limit", cfg.GlobalLimit.String()).
 		Int("zones", len(cfg.Zones)).Str("token", limits.Fingerprint(cfg.APIToken)).Msg("worker started")
 
 	var wg sync.WaitGroup
@@ -158,21 +170,4 @@ func waitForRedis(ctx context.Context, rdb *redis.Client, limit time.Duration) e
 		}
 		time.Sleep(200 * time.Millisecond)
 	}
-}
-
-func httpMux(rdb *redis.Client) *http.ServeMux {
-	mux := http.NewServeMux()
-	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, r *http.Request) {
-		w.Write([]byte("ok\n"))
-	})
-	mux.HandleFunc("GET /readyz", func(w http.ResponseWriter, r *http.Request) {
-		ctx, cancel := context.WithTimeout(r.Context(), 2*time.Second)
-		defer cancel()
-		if err := rdb.Ping(ctx).Err(); err != nil {
-			http.Error(w, "redis unreachable: "+err.Error(), http.StatusServiceUnavailable)
-			return
-		}
-		w.Write([]byte("ready\n"))
-	})
-	return mux
 }
