@@ -1,6 +1,7 @@
 package tasks
 
 import (
+	"bytes"
 	"context"
 	"crypto/rand"
 	"crypto/sha256"
@@ -129,12 +130,15 @@ func (c *Client) Build(pr PurgeRequest) (*Request, error) {
 
 // EnqueueBuilt queues a request made by Build.
 func (c *Client) EnqueueBuilt(ctx context.Context, req *Request) (Receipt, error) {
-	payload, err := json.Marshal(req)
-	if err != nil {
+	var buf bytes.Buffer
+	enc := json.NewEncoder(&buf)
+	enc.SetEscapeHTML(false) // items read in the UI as they were sent
+	if err := enc.Encode(req); err != nil {
 		return Receipt{}, err
 	}
+	payload := bytes.TrimSuffix(buf.Bytes(), []byte("\n"))
 	rc := Receipt{ID: req.ID, Items: req.Total()}
-	_, err = c.asynq.EnqueueContext(ctx, asynq.NewTask(TypeRequest, payload),
+	_, err := c.asynq.EnqueueContext(ctx, asynq.NewTask(TypeRequest, payload),
 		asynq.TaskID(req.ID), asynq.Queue(QueueRequests), asynq.MaxRetry(25), asynq.Retention(c.retention))
 	switch {
 	case errors.Is(err, asynq.ErrTaskIDConflict):

@@ -40,7 +40,7 @@ func dlq(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	if err != nil {
 		return usageError("%v", err)
 	}
-	c, err := connect(ctx, cfg)
+	c, err := connect(ctx, cfg, true)
 	if err != nil {
 		return err
 	}

@@ -5,6 +5,7 @@
 //	        [--soft] [--wait [--timeout D]] [--json] [URL…]
 //	enqueue status ID
 //	enqueue dlq list|retry|drop
+//	enqueue serve
 //
 // It prints the request id on stdout and messages on stderr. Exit status:
 // 0 durably queued (with --wait: every item purged); 2 invalid input or
@@ -102,6 +103,8 @@ func dispatch(ctx context.Context, args []string, stdin io.Reader, stdout, stder
 			return status(ctx, args[1:], stdout, stderr)
 		case "dlq":
 			return dlq(ctx, args[1:], stdout, stderr)
+		case "serve":
+			return serve(ctx, args[1:], stderr)
 		}
 	}
 	return enqueue(ctx, args, stdin, stdout, stderr)
@@ -125,7 +128,7 @@ func enqueue(ctx context.Context, args []string, stdin io.Reader, stdout, stderr
 	fs.DurationVar(&o.timeout, "timeout", 10*time.Minute, "with --wait: give up after this long (exit 1)")
 	fs.BoolVar(&o.json, "json", false, "print the result as JSON on stdout")
 	fs.Usage = func() {
-		fmt.Fprintf(stderr, "Usage: enqueue [flags] [URL…]\n       enqueue status ID\n       enqueue dlq list|retry|drop  (enqueue dlq for help)\n\nQueues a purge and prints its request id.\n\nFlags:\n")
+		fmt.Fprintf(stderr, "Usage: enqueue [flags] [URL…]\n       enqueue status ID\n       enqueue dlq list|retry|drop  (enqueue dlq for help)\n       enqueue serve                the HTTP intake\n\nQueues a purge and prints its request id.\n\nFlags:\n")
 		fs.PrintDefaults()
 		fmt.Fprintf(stderr, "\nExit status: 0 queued (with --wait: purged), 2 invalid input (nothing queued), 1 anything else.\nEnvironment: PURGE_REDIS_URL, PURGE_ZONES (see worker --help).\n")
 	}
@@ -149,7 +152,7 @@ func enqueue(ctx context.Context, args []string, stdin io.Reader, stdout, stderr
 	if err != nil {
 		return usageError("%v", err)
 	}
-	conn, err := connect(ctx, cfg)
+	conn, err := connect(ctx, cfg, true)
 	if err != nil {
 		return err
 	}
@@ -281,9 +284,10 @@ type conn struct {
 	outbox *batching.Outbox
 }
 
-// connect opens Redis, retrying briefly, and resolves the zones:
-// PURGE_ZONES, else those the workers published.
-func connect(ctx context.Context, cfg *config.Config) (*conn, error) {
+// connect opens Redis and resolves the zones: PURGE_ZONES, else those the
+// workers published. With mustAnswer it retries briefly and fails if Redis
+// does not answer.
+func connect(ctx context.Context, cfg *config.Config, mustAnswer bool) (*conn, error) {
 	opt, err := redis.ParseURL(cfg.RedisURL)
 	if err != nil {
 		return nil, usageError("PURGE_REDIS_URL: %v", err)
@@ -292,17 +296,17 @@ func connect(ctx context.Context, cfg *config.Config) (*conn, error) {
 	deadline := time.Now().Add(3 * time.Second)
 	for {
 		err = rdb.Ping(ctx).Err()
-		if err == nil || time.Now().After(deadline) || ctx.Err() != nil {
+		if err == nil || !mustAnswer || time.Now().After(deadline) || ctx.Err() != nil {
 			break
 		}
 		time.Sleep(250 * time.Millisecond)
 	}
-	if err != nil {
+	if err != nil && mustAnswer {
 		rdb.Close()
 		return nil, fmt.Errorf("redis at %s is unreachable: %v (nothing was queued)", opt.Addr, err)
 	}
 	zones := cfg.Zones
-	if len(zones) == 0 {
+	if len(zones) == 0 && err == nil {
 		if zones, err = tasks.PublishedZones(ctx, rdb); err != nil {
 			rdb.Close()
 			return nil, fmt.Errorf("reading the workers' zones: %w", err)
@@ -363,19 +367,14 @@ func status(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 	if err != nil {
 		return usageError("%v", err)
 	}
-	c, err := connect(ctx, cfg)
+	c, err := connect(ctx, cfg, true)
 	if err != nil {
 		return err
 	}
 	defer c.close()
-	st, err := c.outbox.Status(ctx, args[0])
+	st, err := c.Status(ctx, args[0])
 	if errors.Is(err, batching.ErrUnknownRequest) {
-		if _, terr := asynq.NewInspectorFromRedisClient(c.rdb).GetTaskInfo(tasks.QueueRequests, args[0]); terr == nil {
-			st = batching.Status{ID: args[0], State: "queued"}
-			err = nil
-		} else {
-			return fmt.Errorf("no request %s (unknown, or finished longer ago than PURGE_REQUEST_RETENTION)", args[0])
-		}
+		return fmt.Errorf("no request %s (unknown, or finished longer ago than PURGE_REQUEST_RETENTION)", args[0])
 	}
 	if err != nil {
 		return err

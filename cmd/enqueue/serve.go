@@ -1,0 +1,108 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"os"
+	"time"
+
+	"github.com/hibiken/asynq"
+
+	"github.com/purgeq/purgeq/batching"
+	"github.com/purgeq/purgeq/internal/config"
+	"github.com/purgeq/purgeq/internal/intake"
+	"github.com/purgeq/purgeq/internal/logging"
+	"github.com/purgeq/purgeq/tasks"
+)
+
+// maxBody bounds one intake request: about 100,000 URLs.
+const maxBody = 10 << 20
+
+// serve runs the HTTP intake until ctx ends.
+func serve(ctx context.Context, args []string, stderr io.Writer) error {
+	if len(args) > 0 {
+		return usageError("usage: enqueue serve (configured by PURGE_INTAKE_ADDR, PURGE_INTAKE_TOKENS, PURGE_REDIS_URL, PURGE_ZONES)")
+	}
+	cfg, err := config.Load()
+	if err != nil {
+		return usageError("%v", err)
+	}
+	if len(cfg.IntakeTokens) == 0 {
+		return usageError("PURGE_INTAKE_TOKENS is not set: the intake accepts only requests bearing one of these tokens")
+	}
+	log, err := logging.New(os.Stderr, cfg.LogLevel, cfg.LogFormat)
+	if err != nil {
+		return usageError("%v", err)
+	}
+	// The intake starts whether or not Redis answers: while it does not,
+	// requests get 503 and nothing is queued.
+	c, err := connect(ctx, cfg, false)
+	if err != nil {
+		return err
+	}
+	defer c.close()
+	if len(c.zones) == 0 {
+		log.Warn().Msg("no zones known (PURGE_ZONES unset and no worker has published its zones): every request will be refused until then")
+	}
+	srv := &http.Server{
+		Handler:           intake.Handler(intake.Options{Queue: c, Tokens: cfg.IntakeTokens, Zones: c.zones, MaxBody: maxBody, Log: log}),
+		ReadHeaderTimeout: 10 * time.Second,
+		ReadTimeout:       60 * time.Second,
+		WriteTimeout:      60 * time.Second,
+		IdleTimeout:       2 * time.Minute,
+	}
+	ln, err := net.Listen("tcp", cfg.IntakeAddr)
+	if err != nil {
+		return usageError("PURGE_INTAKE_ADDR: %v", err)
+	}
+	log.Info().Str("addr", ln.Addr().String()).Int("tokens", len(cfg.IntakeTokens)).Int("zones", len(c.zones)).Msg("intake listening")
+	done := make(chan error, 1)
+	go func() { done <- srv.Serve(ln) }()
+	select {
+	case err := <-done:
+		return err
+	case <-ctx.Done():
+	}
+	log.Info().Msg("intake shutting down")
+	sctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if err := srv.Shutdown(sctx); err != nil {
+		return fmt.Errorf("shutdown: %w", err)
+	}
+	if err := <-done; !errors.Is(err, http.ErrServerClosed) {
+		return err
+	}
+	return nil
+}
+
+// Build, EnqueueBuilt and Status make conn the intake's queue.
+func (c *conn) Build(pr tasks.PurgeRequest) (*tasks.Request, error) { return c.client.Build(pr) }
+
+func (c *conn) EnqueueBuilt(ctx context.Context, r *tasks.Request) (tasks.Receipt, error) {
+	return c.client.EnqueueBuilt(ctx, r)
+}
+
+// Status is a request's progress; a request still waiting for admission
+// is "queued" with its total.
+func (c *conn) Status(ctx context.Context, id string) (batching.Status, error) {
+	st, err := c.outbox.Status(ctx, id)
+	if !errors.Is(err, batching.ErrUnknownRequest) {
+		return st, err
+	}
+	info, terr := asynq.NewInspectorFromRedisClient(c.rdb).GetTaskInfo(tasks.QueueRequests, id)
+	if terr != nil {
+		if errors.Is(terr, asynq.ErrTaskNotFound) || errors.Is(terr, asynq.ErrQueueNotFound) {
+			return st, err
+		}
+		return st, terr
+	}
+	req, derr := tasks.DecodeRequest(info.Payload)
+	if derr != nil {
+		return st, derr
+	}
+	return batching.Status{ID: id, State: "queued", Total: req.Total()}, nil
+}

@@ -1,0 +1,297 @@
+// Package intake is `enqueue serve`: the HTTP intake for CMS webhooks and
+// other producers. POST /v1/purge queues a request and answers 202 once it
+// is durably in Redis; GET /v1/purge/{id} reports progress; and the
+// Cloudflare-compatible POST/DELETE /client/v4/zones/{zone}/purge_cache (and
+// invalidate_cache) accept Cloudflare's own bodies and answer Cloudflare's
+// own envelopes, so an existing Cloudflare client changes only its base URL.
+package intake
+
+import (
+	"context"
+	"crypto/rand"
+	"crypto/sha256"
+	"crypto/subtle"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"strings"
+	"time"
+
+	"github.com/rs/zerolog"
+
+	"github.com/purgeq/purgeq/batching"
+	"github.com/purgeq/purgeq/purge"
+	"github.com/purgeq/purgeq/tasks"
+)
+
+// Queue is what the intake needs of the queue.
+type Queue interface {
+	Build(tasks.PurgeRequest) (*tasks.Request, error)
+	EnqueueBuilt(context.Context, *tasks.Request) (tasks.Receipt, error)
+	Status(ctx context.Context, id string) (batching.Status, error)
+}
+
+// Options configure the intake.
+type Options struct {
+	Queue Queue
+	// Tokens are the accepted bearer tokens (PURGE_INTAKE_TOKENS).
+	Tokens []string
+	// Zones are the configured zones: the Cloudflare-compatible endpoint
+	// accepts only their ids.
+	Zones tasks.Zones
+	// MaxBody bounds a request body; larger ones get 413.
+	MaxBody int64
+	Log     zerolog.Logger
+}
+
+type server struct {
+	Options
+	tokens [][32]byte
+}
+
+// Handler returns the intake's HTTP handler.
+func Handler(o Options) http.Handler {
+	s := &server{Options: o}
+	for _, t := range o.Tokens {
+		s.tokens = append(s.tokens, sha256.Sum256([]byte(t)))
+	}
+	mux := http.NewServeMux()
+	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, r *http.Request) { w.Write([]byte("ok\n")) })
+	mux.Handle("POST /v1/purge", s.auth(http.HandlerFunc(s.purge), writeError))
+	mux.Handle("GET /v1/purge/{id}", s.auth(http.HandlerFunc(s.status), writeError))
+	cf := s.auth(http.HandlerFunc(s.cloudflare), writeCloudflareError)
+	mux.Handle("POST /client/v4/zones/{zone}/purge_cache", cf)
+	mux.Handle("DELETE /client/v4/zones/{zone}/purge_cache", cf)
+	mux.Handle("POST /client/v4/zones/{zone}/invalidate_cache", cf)
+	return s.accessLog(mux)
+}
+
+// auth accepts a bearer token (or, for old Cloudflare clients, X-Auth-Key)
+// equal to one of the tokens, compared in constant time.
+func (s *server) auth(next http.Handler, fail func(http.ResponseWriter, int, string, []purge.Invalid)) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		given, ok := strings.CutPrefix(r.Header.Get("Authorization"), "Bearer ")
+		if !ok {
+			given = r.Header.Get("X-Auth-Key")
+		}
+		sum := sha256.Sum256([]byte(strings.TrimSpace(given)))
+		match := 0
+		for _, t := range s.tokens {
+			match |= subtle.ConstantTimeCompare(sum[:], t[:])
+		}
+		if given == "" || match != 1 {
+			w.Header().Set("WWW-Authenticate", `Bearer realm="purgeq"`)
+			fail(w, http.StatusUnauthorized, "missing or unknown bearer token", nil)
+			return
+		}
+		next.ServeHTTP(w, r)
+	})
+}
+
+// body is POST /v1/purge's request, a superset of Cloudflare's.
+type body struct {
+	Zone            string            `json:"zone"`
+	Files           []json.RawMessage `json:"files"`
+	Tags            []string          `json:"tags"`
+	Hosts           []string          `json:"hosts"`
+	Prefixes        []string          `json:"prefixes"`
+	PurgeEverything *bool             `json:"purge_everything"`
+	IdempotencyKey  string            `json:"idempotency_key"`
+	Soft            bool              `json:"soft"`
+}
+
+// decode reads a body within the size limit. The returned status is 413 for
+// a body over the limit, 400 for anything unreadable.
+func (s *server) decode(w http.ResponseWriter, r *http.Request) (*body, int, error) {
+	var b body
+	dec := json.NewDecoder(http.MaxBytesReader(w, r.Body, s.MaxBody))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(&b); err != nil {
+		var tooBig *http.MaxBytesError
+		if errors.As(err, &tooBig) {
+			return nil, http.StatusRequestEntityTooLarge, fmt.Errorf("body over %d bytes: split the request", s.MaxBody)
+		}
+		return nil, http.StatusBadRequest, fmt.Errorf("body is not a valid purge request: %v", err)
+	}
+	if _, err := dec.Token(); err != io.EOF {
+		return nil, http.StatusBadRequest, errors.New("body has data after the JSON object")
+	}
+	return &b, 0, nil
+}
+
+// request turns a body into a producer request; files may be URL strings
+// or {url, headers} objects.
+func (b *body) request() (tasks.PurgeRequest, []purge.Invalid) {
+	pr := tasks.PurgeRequest{Zone: b.Zone, Tags: b.Tags, Hosts: b.Hosts, Prefixes: b.Prefixes,
+		IdempotencyKey: b.IdempotencyKey, Soft: b.Soft}
+	var bad []purge.Invalid
+	for _, raw := range b.Files {
+		var f purge.File
+		var u string
+		switch {
+		case json.Unmarshal(raw, &u) == nil:
+			f.URL = u
+		case json.Unmarshal(raw, &f) == nil && f.URL != "":
+		default:
+			bad = append(bad, purge.Invalid{Item: string(raw), Reason: "files items must be URL strings or {\"url\":…,\"headers\":{…}} objects"})
+			continue
+		}
+		pr.Files = append(pr.Files, f)
+	}
+	if b.PurgeEverything != nil {
+		if !*b.PurgeEverything {
+			bad = append(bad, purge.Invalid{Item: "purge_everything", Reason: "purge_everything must be true when present"})
+		}
+		pr.Everything = *b.PurgeEverything
+	}
+	return pr, bad
+}
+
+// enqueue validates and queues: nothing is queued unless all of it is.
+func (s *server) enqueue(ctx context.Context, pr tasks.PurgeRequest, bad []purge.Invalid) (tasks.Receipt, int, []purge.Invalid, error) {
+	req, err := s.Queue.Build(pr)
+	var ie *purge.InvalidError
+	switch {
+	case errors.As(err, &ie):
+		bad = append(bad, ie.Items...)
+	case err != nil:
+		return tasks.Receipt{}, http.StatusInternalServerError, nil, err
+	}
+	if len(bad) > 0 {
+		return tasks.Receipt{}, http.StatusBadRequest, bad, fmt.Errorf("%d invalid item(s), nothing queued", len(bad))
+	}
+	rc, err := s.Queue.EnqueueBuilt(ctx, req)
+	if err != nil {
+		s.Log.Error().Err(err).Msg("queueing failed")
+		return tasks.Receipt{}, http.StatusServiceUnavailable, nil, errors.New("the queue cannot take requests now (nothing was queued); retry later")
+	}
+	return rc, http.StatusAccepted, nil, nil
+}
+
+func (s *server) purge(w http.ResponseWriter, r *http.Request) {
+	b, status, err := s.decode(w, r)
+	if err != nil {
+		writeError(w, status, err.Error(), nil)
+		return
+	}
+	pr, bad := b.request()
+	rc, status, bad, err := s.enqueue(r.Context(), pr, bad)
+	if err != nil {
+		writeError(w, status, err.Error(), bad)
+		return
+	}
+	writeJSON(w, http.StatusAccepted, rc)
+}
+
+func (s *server) status(w http.ResponseWriter, r *http.Request) {
+	st, err := s.Queue.Status(r.Context(), r.PathValue("id"))
+	switch {
+	case errors.Is(err, batching.ErrUnknownRequest):
+		writeError(w, http.StatusNotFound, "no request "+r.PathValue("id")+" (unknown, or finished longer ago than the retention)", nil)
+	case err != nil:
+		writeError(w, http.StatusServiceUnavailable, "the queue cannot be read now", nil)
+	default:
+		writeJSON(w, http.StatusOK, st)
+	}
+}
+
+// cloudflare serves Cloudflare's own purge endpoint shape.
+func (s *server) cloudflare(w http.ResponseWriter, r *http.Request) {
+	zone, ok := s.Zones.Lookup(r.PathValue("zone"))
+	if !ok || zone.ID != r.PathValue("zone") {
+		writeCloudflareErrors(w, http.StatusNotFound, []purge.APIError{{Code: purge.CodeNoRoute,
+			Message: "Could not route to " + r.URL.Path + ", perhaps your object identifier is invalid?"}})
+		return
+	}
+	b, status, err := s.decode(w, r)
+	if err != nil {
+		writeCloudflareError(w, status, err.Error(), nil)
+		return
+	}
+	if b.PurgeEverything != nil && (len(b.Files)+len(b.Tags)+len(b.Hosts)+len(b.Prefixes) > 0) {
+		writeCloudflareErrors(w, http.StatusBadRequest, []purge.APIError{{Code: purge.CodeEverythingMixed, Message: "purge_everything must be the only field"}})
+		return
+	}
+	if b.Zone != "" || b.IdempotencyKey != "" || b.Soft {
+		writeCloudflareErrors(w, http.StatusBadRequest, []purge.APIError{{Code: purge.CodeMissingField, Message: "zone, idempotency_key and soft are not Cloudflare fields: use the path and invalidate_cache"}})
+		return
+	}
+	b.Zone = zone.ID
+	b.Soft = strings.HasSuffix(r.URL.Path, "/invalidate_cache")
+	if r.Header.Get("Idempotency-Key") != "" {
+		b.IdempotencyKey = r.Header.Get("Idempotency-Key")
+	}
+	pr, bad := b.request()
+	rc, status, bad, err := s.enqueue(r.Context(), pr, bad)
+	if err != nil {
+		writeCloudflareError(w, status, err.Error(), bad)
+		return
+	}
+	writeJSON(w, http.StatusOK, purge.Envelope{Success: true, Errors: []purge.APIError{}, Messages: []purge.APIError{}, Result: &purge.Result{ID: rc.ID}})
+}
+
+// errorBody is the intake's own error shape.
+type errorBody struct {
+	Error   string          `json:"error"`
+	Invalid []purge.Invalid `json:"invalid,omitempty"`
+}
+
+func writeError(w http.ResponseWriter, status int, msg string, bad []purge.Invalid) {
+	writeJSON(w, status, errorBody{Error: msg, Invalid: bad})
+}
+
+// writeCloudflareError answers in Cloudflare's envelope, one error per bad item.
+func writeCloudflareError(w http.ResponseWriter, status int, msg string, bad []purge.Invalid) {
+	var errs []purge.APIError
+	for _, it := range bad {
+		errs = append(errs, purge.APIError{Code: purge.CodeUnableToPurge, Message: "Unable to purge " + it.Item + ": " + it.Reason})
+	}
+	if errs == nil {
+		code := map[int]int{http.StatusUnauthorized: purge.CodeAuth, http.StatusBadRequest: purge.CodeMissingField}[status]
+		errs = []purge.APIError{{Code: code, Message: msg}}
+	}
+	writeCloudflareErrors(w, status, errs)
+}
+
+func writeCloudflareErrors(w http.ResponseWriter, status int, errs []purge.APIError) {
+	writeJSON(w, status, purge.Envelope{Success: false, Errors: errs, Messages: []purge.APIError{}})
+}
+
+func writeJSON(w http.ResponseWriter, status int, v any) {
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(status)
+	enc := json.NewEncoder(w)
+	enc.SetEscapeHTML(false)
+	enc.Encode(v)
+}
+
+// accessLog gives every request an id (X-Request-Id) and logs it once done.
+func (s *server) accessLog(next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		start := time.Now()
+		id := r.Header.Get("X-Request-Id")
+		if id == "" || len(id) > 64 {
+			var b [8]byte
+			rand.Read(b[:])
+			id = hex.EncodeToString(b[:])
+		}
+		w.Header().Set("X-Request-Id", id)
+		rec := &statusRecorder{ResponseWriter: w, status: http.StatusOK}
+		next.ServeHTTP(rec, r)
+		s.Log.Info().Str("http_request", id).Str("method", r.Method).Str("path", r.URL.Path).Int("status", rec.status).
+			Int64("bytes_in", r.ContentLength).Dur("took", time.Since(start)).Str("remote", r.RemoteAddr).Msg("request")
+	})
+}
+
+type statusRecorder struct {
+	http.ResponseWriter
+	status int
+}
+
+func (r *statusRecorder) WriteHeader(code int) {
+	r.status = code
+	r.ResponseWriter.WriteHeader(code)
+}
