@@ -59,12 +59,14 @@ type Config struct {
 	ShutdownTimeout  time.Duration `envconfig:"SHUTDOWN_TIMEOUT" default:"20s" desc:"how long SIGTERM waits for running tasks"`
 	RequestRetention time.Duration `envconfig:"REQUEST_RETENTION" default:"24h" desc:"how long a finished request's status and idempotency key are kept"`
 
-	HTTPAddr     string   `envconfig:"HTTP_ADDR" default:"127.0.0.1:8080" desc:"worker's HTTP side: UI, metrics, health"`
-	UIUser       string   `envconfig:"UI_USER" desc:"basic auth user for the UI"`
-	UIPassword   string   `envconfig:"UI_PASSWORD" desc:"basic auth password for the UI (never logged)"`
-	UIReadOnly   bool     `envconfig:"UI_READONLY" default:"false" desc:"the UI shows tasks but cannot change them"`
-	IntakeAddr   string   `envconfig:"INTAKE_ADDR" default:"127.0.0.1:8081" desc:"enqueue serve listen address"`
-	IntakeTokens []string `envconfig:"INTAKE_TOKENS" desc:"comma-separated bearer tokens accepted by enqueue serve (never logged)"`
+	HTTPAddr         string   `envconfig:"HTTP_ADDR" default:"127.0.0.1:8080" desc:"worker's HTTP side: UI, metrics, health"`
+	UIUser           string   `envconfig:"UI_USER" desc:"basic auth user for the UI"`
+	UIPassword       string   `envconfig:"UI_PASSWORD" desc:"basic auth password for the UI (never logged)"`
+	UIPasswordFile   string   `envconfig:"UI_PASSWORD_FILE" desc:"read the UI password from this file instead"`
+	UIReadOnly       bool     `envconfig:"UI_READONLY" default:"false" desc:"the UI shows tasks but cannot change them"`
+	IntakeAddr       string   `envconfig:"INTAKE_ADDR" default:"127.0.0.1:8081" desc:"enqueue serve listen address"`
+	IntakeTokens     []string `envconfig:"INTAKE_TOKENS" desc:"comma-separated bearer tokens accepted by enqueue serve (never logged)"`
+	IntakeTokensFile string   `envconfig:"INTAKE_TOKENS_FILE" desc:"read the intake tokens from this file instead (one per line, or comma-separated)"`
 
 	LogLevel  string `envconfig:"LOG_LEVEL" default:"info" desc:"debug, info, warn or error"`
 	LogFormat string `envconfig:"LOG_FORMAT" desc:"json or console (default: console on a terminal, else json)"`
@@ -77,12 +79,37 @@ func Load() (*Config, error) {
 	if err := envconfig.Process(Prefix, &c); err != nil {
 		return nil, err
 	}
-	if c.APITokenFile != "" && c.APIToken == "" {
-		b, err := os.ReadFile(c.APITokenFile)
-		if err != nil {
-			return nil, fmt.Errorf("PURGE_CLOUDFLARE_API_TOKEN_FILE: %w", err)
+	// Secrets may come from files (container secrets); a value set
+	// directly wins.
+	for _, f := range []struct {
+		name string
+		path string
+		set  func(string)
+	}{
+		{"PURGE_CLOUDFLARE_API_TOKEN_FILE", c.APITokenFile, func(v string) {
+			if c.APIToken == "" {
+				c.APIToken = v
+			}
+		}},
+		{"PURGE_UI_PASSWORD_FILE", c.UIPasswordFile, func(v string) {
+			if c.UIPassword == "" {
+				c.UIPassword = v
+			}
+		}},
+		{"PURGE_INTAKE_TOKENS_FILE", c.IntakeTokensFile, func(v string) {
+			if len(c.IntakeTokens) == 0 {
+				c.IntakeTokens = strings.FieldsFunc(v, func(r rune) bool { return r == ',' || r == '\n' || r == '\r' || r == ' ' })
+			}
+		}},
+	} {
+		if f.path == "" {
+			continue
 		}
-		c.APIToken = strings.TrimSpace(string(b))
+		b, err := os.ReadFile(f.path)
+		if err != nil {
+			return nil, fmt.Errorf("%s: %w", f.name, err)
+		}
+		f.set(strings.TrimSpace(string(b)))
 	}
 	return &c, c.check()
 }

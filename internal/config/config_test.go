@@ -108,15 +108,26 @@ func TestLoadRejectsBadValues(t *testing.T) {
 }
 
 func TestTokenFileAndPlanOverrides(t *testing.T) {
-	f := t.TempDir() + "/token"
-	os.WriteFile(f, []byte("from-file\n"), 0o600)
-	setenv(t, map[string]string{"PURGE_CLOUDFLARE_API_TOKEN_FILE": f, "PURGE_PLAN": "Enterprise", "PURGE_FLEX_LIMIT": "7/1s", "PURGE_GLOBAL_LIMIT": "100/10s"})
+	dir := t.TempDir()
+	os.WriteFile(dir+"/token", []byte("from-file\n"), 0o600)
+	os.WriteFile(dir+"/ui", []byte("ui-pass\n"), 0o600)
+	os.WriteFile(dir+"/intake", []byte("tok-a\ntok-b\n"), 0o600)
+	setenv(t, map[string]string{"PURGE_CLOUDFLARE_API_TOKEN_FILE": dir + "/token", "PURGE_UI_PASSWORD_FILE": dir + "/ui", "PURGE_INTAKE_TOKENS_FILE": dir + "/intake",
+		"PURGE_PLAN": "Enterprise", "PURGE_FLEX_LIMIT": "7/1s", "PURGE_GLOBAL_LIMIT": "100/10s"})
 	c, err := Load()
 	if err != nil {
 		t.Fatal(err)
 	}
-	if c.APIToken != "from-file" {
-		t.Errorf("token = %q", c.APIToken)
+	if c.APIToken != "from-file" || c.UIPassword != "ui-pass" || strings.Join(c.IntakeTokens, ",") != "tok-a,tok-b" {
+		t.Errorf("secrets from files: %q %q %q", c.APIToken, c.UIPassword, c.IntakeTokens)
+	}
+	setenv(t, map[string]string{"PURGE_UI_PASSWORD_FILE": dir + "/missing"})
+	if _, err := Load(); err == nil || !strings.Contains(err.Error(), "PURGE_UI_PASSWORD_FILE") {
+		t.Errorf("a missing secret file: %v", err)
+	}
+	setenv(t, map[string]string{"PURGE_CLOUDFLARE_API_TOKEN_FILE": dir + "/token", "PURGE_PLAN": "Enterprise", "PURGE_FLEX_LIMIT": "7/1s", "PURGE_GLOBAL_LIMIT": "100/10s"})
+	if c, err = Load(); err != nil {
+		t.Fatal(err)
 	}
 	p := c.ResolvedPlan()
 	if p.MaxFiles != 500 || p.FlexRate.String() != "7/1s" || p.FlexBurst != 500 {
