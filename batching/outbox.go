@@ -93,8 +93,9 @@ local function credit(rid, field, n)
   local k = P .. 'req:' .. rid
   if redis.call('EXISTS', k) == 0 then return end
   redis.call('HINCRBY', k, field, n)
-  local v = redis.call('HMGET', k, 'total', 'purged', 'dead', 'superseded')
-  if (tonumber(v[2]) or 0) + (tonumber(v[3]) or 0) + (tonumber(v[4]) or 0) >= (tonumber(v[1]) or 0) then
+  local v = redis.call('HMGET', k, 'total', 'purged', 'dead', 'superseded', 'pending')
+  -- pending counts the chunks of a large request not yet admitted.
+  if (tonumber(v[5]) or 0) == 0 and (tonumber(v[2]) or 0) + (tonumber(v[3]) or 0) + (tonumber(v[4]) or 0) >= (tonumber(v[1]) or 0) then
     redis.call('HSET', k, 'finished', exact(now))
     redis.call('PEXPIRE', k, ARGV[2])
   end
@@ -109,13 +110,15 @@ local function creditSources(sources, field)
 end
 `
 
-// admitCmd puts a request's items into their lanes.
+// admitCmd puts one chunk of a request's items into their lanes (a request
+// has one chunk unless it was streamed).
 //
 // KEYS[1] lanes set. ARGV[1] key prefix, ARGV[2] retention ms, ARGV[3]
 // request id, ARGV[4] enqueued-at ms (kept in the status), ARGV[5] soft
-// "0"|"1", ARGV[6] total,
-// then groups: zone, kind, n, n items (a zone's everything group first).
-// Returns 1, or 0 if the request was admitted before (a retried task).
+// "0"|"1", ARGV[6] the chunk's item count, ARGV[7] chunk index, ARGV[8]
+// chunk count, then groups: zone, kind, n, n items (a zone's everything
+// group first).
+// Returns 1, or 0 if the chunk was admitted before (a retried task).
 var admitCmd = redis.NewScript(luaCredit + `
 local rid, soft = ARGV[3], ARGV[5]
 -- Items are scored by admission, not by the producer's clock: when
@@ -123,8 +126,14 @@ local rid, soft = ARGV[3], ARGV[5]
 -- and leave in partial chunks.
 local at = now
 local reqk = P .. 'req:' .. rid
-if redis.call('EXISTS', reqk) == 1 then return 0 end
-redis.call('HSET', reqk, 'total', ARGV[6], 'purged', 0, 'dead', 0, 'superseded', 0, 'created', ARGV[4], 'soft', soft)
+local mark = 'chunk:' .. ARGV[7]
+if redis.call('HEXISTS', reqk, mark) == 1 then return 0 end
+if redis.call('EXISTS', reqk) == 0 then
+  redis.call('HSET', reqk, 'total', 0, 'purged', 0, 'dead', 0, 'superseded', 0, 'created', ARGV[4], 'soft', soft, 'pending', ARGV[8])
+end
+redis.call('HINCRBY', reqk, 'total', ARGV[6])
+redis.call('HINCRBY', reqk, 'pending', -1)
+redis.call('HSET', reqk, mark, 1)
 
 local kinds = {'files', 'tags', 'hosts', 'prefixes', 'everything'}
 local function laneOf(zone, kind, s) return zone .. '|' .. kind .. '|' .. s end
@@ -144,7 +153,7 @@ local function drain(lane)
 end
 
 local superseded = 0
-local i = 7
+local i = 9
 while i <= #ARGV do
   local zone, kind, n = ARGV[i], ARGV[i + 1], tonumber(ARGV[i + 2])
   i = i + 3
@@ -178,18 +187,21 @@ while i <= #ARGV do
   end
   i = i + n
 end
-if superseded > 0 then credit(rid, 'superseded', superseded) end
+-- crediting (even of nothing) finishes a request whose items are all
+-- accounted for once its last chunk is in
+credit(rid, 'superseded', superseded)
 return 1
 `)
 
-// Admit puts a request's items into the outbox. Admitting the same request
-// twice (a retried task) changes nothing the second time.
-func (o *Outbox) Admit(ctx context.Context, r *tasks.Request) (bool, error) {
+// Admit puts chunk i of n of a request into the outbox (0 of 1 for a
+// request that was not streamed). Admitting a chunk twice (a retried task)
+// changes nothing the second time.
+func (o *Outbox) Admit(ctx context.Context, r *tasks.Request, chunk, chunks int) (bool, error) {
 	soft := "0"
 	if r.Soft {
 		soft = "1"
 	}
-	args := []any{prefix, o.retention.Milliseconds(), r.ID, r.EnqueuedAt, soft, r.Total()}
+	args := []any{prefix, o.retention.Milliseconds(), r.ID, r.EnqueuedAt, soft, r.Total(), chunk, chunks}
 	for zone, kinds := range r.Zones {
 		// purge-everything first, so that the zone's other items see it.
 		for _, k := range append([]purge.Kind{purge.Everything}, purge.Kinds[:4]...) {
@@ -408,10 +420,11 @@ func (o *Outbox) Status(ctx context.Context, id string) (Status, error) {
 	}
 	atoi := func(k string) int { n, _ := strconv.Atoi(v[k]); return n }
 	s := Status{ID: id, Total: atoi("total"), Purged: atoi("purged"), Dead: atoi("dead"), Superseded: atoi("superseded")}
+	admitted := atoi("pending") == 0
 	switch done := s.Purged + s.Dead + s.Superseded; {
-	case done >= s.Total && s.Dead > 0:
+	case admitted && done >= s.Total && s.Dead > 0:
 		s.State = "failed"
-	case done >= s.Total:
+	case admitted && done >= s.Total:
 		s.State = "done"
 	case done > 0:
 		s.State = "in_progress"

@@ -37,7 +37,7 @@ func request(id string, soft bool, zone string, kinds map[purge.Kind][]string) *
 
 func admit(t *testing.T, ob *Outbox, r *tasks.Request) {
 	t.Helper()
-	if _, err := ob.Admit(context.Background(), r); err != nil {
+	if _, err := ob.Admit(context.Background(), r, 0, 1); err != nil {
 		t.Fatal(err)
 	}
 }
@@ -89,7 +89,7 @@ func TestCoalescing(t *testing.T) {
 	files := Lane{Zone: "z", Kind: purge.Files}
 	admit(t, ob, request("r1", false, "z", map[purge.Kind][]string{purge.Files: urls(150, "https://a.example/%d")}))
 	admit(t, ob, request("r2", false, "z", map[purge.Kind][]string{purge.Files: urls(120, "https://a.example/%d")}))
-	if again, _ := ob.Admit(ctx, request("r2", false, "z", map[purge.Kind][]string{purge.Files: {"https://x.example/"}})); again {
+	if again, _ := ob.Admit(ctx, request("r2", false, "z", map[purge.Kind][]string{purge.Files: {"https://x.example/"}}), 0, 1); again {
 		t.Error("a request was admitted twice")
 	}
 

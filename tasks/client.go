@@ -120,12 +120,16 @@ func (c *Client) Build(pr PurgeRequest) (*Request, error) {
 	if len(b.out) == 0 {
 		return nil, &purge.InvalidError{Items: []purge.Invalid{{Item: "", Reason: "the request names nothing to purge"}}}
 	}
-	id := newID()
-	if pr.IdempotencyKey != "" {
-		sum := sha256.Sum256([]byte(pr.IdempotencyKey))
-		id = "k" + hex.EncodeToString(sum[:12])
+	return &Request{ID: requestID(pr.IdempotencyKey), EnqueuedAt: time.Now().UnixMilli(), Soft: pr.Soft, Zones: b.out}, nil
+}
+
+// requestID derives the id from an idempotency key, else makes a random one.
+func requestID(idempotencyKey string) string {
+	if idempotencyKey == "" {
+		return newID()
 	}
-	return &Request{ID: id, EnqueuedAt: time.Now().UnixMilli(), Soft: pr.Soft, Zones: b.out}, nil
+	sum := sha256.Sum256([]byte(idempotencyKey))
+	return "k" + hex.EncodeToString(sum[:12])
 }
 
 // EnqueueBuilt queues a request made by Build.

@@ -35,10 +35,20 @@ type Request struct {
 	Soft       bool  `json:"soft,omitempty"`
 	// Zones maps a zone id to its items by kind (Everything: ["*"]).
 	Zones map[string]map[purge.Kind][]string `json:"zones"`
+	// Chunks is set for a streamed request: its items wait in that many
+	// staged chunks (StagingKey), each itself a Request; Items counts them.
+	Chunks int `json:"chunks,omitempty"`
+	Items  int `json:"items,omitempty"`
 }
+
+// StagingKey is the Redis list holding a streamed request's chunks.
+func StagingKey(id string) string { return "purgeq:{purgeq}:staging:" + id }
 
 // Total is the number of items in the request.
 func (r *Request) Total() int {
+	if r.Chunks > 0 {
+		return r.Items
+	}
 	n := 0
 	for _, kinds := range r.Zones {
 		for _, items := range kinds {

@@ -14,7 +14,6 @@
 package main
 
 import (
-	"bufio"
 	"context"
 	"encoding/json"
 	"errors"
@@ -67,6 +66,7 @@ type options struct {
 	prefixes              list
 	everything, soft      bool
 	wait, json            bool
+	skipInvalid           bool
 	timeout               time.Duration
 }
 
@@ -127,6 +127,7 @@ func enqueue(ctx context.Context, args []string, stdin io.Reader, stdout, stderr
 	fs.BoolVar(&o.wait, "wait", false, "wait until every item is purged (exit 0) or one is dead-lettered (exit 1)")
 	fs.DurationVar(&o.timeout, "timeout", 10*time.Minute, "with --wait: give up after this long (exit 1)")
 	fs.BoolVar(&o.json, "json", false, "print the result as JSON on stdout")
+	fs.BoolVar(&o.skipInvalid, "skip-invalid", false, "with --from: queue the valid lines and report the invalid ones, instead of queueing nothing")
 	fs.Usage = func() {
 		fmt.Fprintf(stderr, "Usage: enqueue [flags] [URL…]\n       enqueue status ID\n       enqueue dlq list|retry|drop  (enqueue dlq for help)\n       enqueue serve                the HTTP intake\n\nQueues a purge and prints its request id.\n\nFlags:\n")
 		fs.PrintDefaults()
@@ -142,11 +143,6 @@ func enqueue(ctx context.Context, args []string, stdin io.Reader, stdout, stderr
 
 	pr := tasks.PurgeRequest{Zone: o.zone, Files: tasks.URLs(o.urls...), Tags: o.tags, Hosts: o.hosts, Prefixes: o.prefixes,
 		Everything: o.everything, Soft: o.soft, IdempotencyKey: o.key}
-	if o.from != "" {
-		if err := readItems(o.from, o.kind, stdin, &pr); err != nil {
-			return err
-		}
-	}
 
 	cfg, err := config.Load()
 	if err != nil {
@@ -158,13 +154,17 @@ func enqueue(ctx context.Context, args []string, stdin io.Reader, stdout, stderr
 	}
 	defer conn.close()
 
-	req, err := conn.client.Build(pr)
-	if err != nil {
-		return invalid(err, o.json, stdout)
-	}
-	rc, err := conn.client.EnqueueBuilt(ctx, req)
-	if err != nil {
-		return fmt.Errorf("%w (nothing was queued)", err)
+	var rc tasks.Receipt
+	if o.from == "" {
+		req, err := conn.client.Build(pr)
+		if err != nil {
+			return invalid(err, o.json, stdout)
+		}
+		if rc, err = conn.client.EnqueueBuilt(ctx, req); err != nil {
+			return fmt.Errorf("%w (nothing was queued)", err)
+		}
+	} else if rc, err = conn.enqueueFrom(ctx, o, pr, stdin, stdout, stderr); err != nil {
+		return err
 	}
 	if rc.Duplicate {
 		fmt.Fprintf(stderr, "enqueue: idempotency key seen before: request %s was queued earlier; nothing new queued\n", rc.ID)
@@ -198,53 +198,39 @@ func parseInterleaved(fs *flag.FlagSet, args []string) error {
 	return fs.Parse(append([]string{"--"}, positional...))
 }
 
-// readItems reads --from: one item per line; blank lines and lines starting
-// with # are skipped. Every bad line is reported with its number.
-func readItems(from, kindName string, stdin io.Reader, pr *tasks.PurgeRequest) error {
-	kind, err := purge.ParseKind(kindName)
-	if err != nil || kind == purge.Everything {
-		return usageError("--kind %q: want files, tags, hosts or prefixes", kindName)
+// enqueueFrom queues the flags' items and a --from input as one streamed
+// request. Every bad line is named with its number; nothing is queued if
+// any is bad, unless --skip-invalid.
+func (c *conn) enqueueFrom(ctx context.Context, o options, pr tasks.PurgeRequest, stdin io.Reader, stdout, stderr io.Writer) (tasks.Receipt, error) {
+	fr, err := readFrom(c.client, o.from, o.kind, o.zone, stdin)
+	if err != nil {
+		return tasks.Receipt{}, err
 	}
-	r := stdin
-	name := "stdin"
-	if from != "-" {
-		f, err := os.Open(from)
-		if err != nil {
-			return usageError("--from: %v", err)
-		}
-		defer f.Close()
-		r, name = f, from
+	if len(fr.bad) > 0 && !o.skipInvalid {
+		return tasks.Receipt{}, usageError("%d invalid line(s), nothing queued (--skip-invalid queues the rest):\n  %s", len(fr.bad), strings.Join(fr.bad, "\n  "))
 	}
-	sc := bufio.NewScanner(r)
-	sc.Buffer(make([]byte, 64<<10), 1<<20)
-	var bad []string
-	for line := 1; sc.Scan(); line++ {
-		item := strings.TrimSpace(sc.Text())
-		if item == "" || strings.HasPrefix(item, "#") {
-			continue
-		}
-		if _, err := purge.Normalize(kind, item); err != nil {
-			bad = append(bad, fmt.Sprintf("%s:%d: %q: %v", name, line, item, err))
-			continue
-		}
-		switch kind {
-		case purge.Files:
-			pr.Files = append(pr.Files, purge.File{URL: item})
-		case purge.Tags:
-			pr.Tags = append(pr.Tags, item)
-		case purge.Hosts:
-			pr.Hosts = append(pr.Hosts, item)
-		case purge.Prefixes:
-			pr.Prefixes = append(pr.Prefixes, item)
+	for _, b := range fr.bad {
+		fmt.Fprintln(stderr, "enqueue: skipped", b)
+	}
+	if fr.items == 0 && len(pr.Files)+len(pr.Tags)+len(pr.Hosts)+len(pr.Prefixes) == 0 && !pr.Everything {
+		return tasks.Receipt{}, usageError("--from %s names nothing to purge", o.from)
+	}
+	st := c.client.NewStream(c.rdb, o.soft, o.key)
+	if len(pr.Files)+len(pr.Tags)+len(pr.Hosts)+len(pr.Prefixes) > 0 || pr.Everything {
+		if err := st.Add(ctx, pr); err != nil {
+			st.Abort(ctx)
+			return tasks.Receipt{}, invalid(err, o.json, stdout)
 		}
 	}
-	if err := sc.Err(); err != nil {
-		return usageError("--from %s: %v", name, err)
+	if err := fr.stage(ctx, st); err != nil {
+		st.Abort(ctx)
+		return tasks.Receipt{}, fmt.Errorf("%w (nothing was queued)", err)
 	}
-	if len(bad) > 0 {
-		return usageError("%d invalid line(s), nothing queued:\n  %s", len(bad), strings.Join(bad, "\n  "))
+	rc, err := st.Commit(ctx)
+	if err != nil {
+		return tasks.Receipt{}, fmt.Errorf("%w (nothing was queued)", err)
 	}
-	return nil
+	return rc, nil
 }
 
 // invalid reports a rejected request: every bad item, exit 2.

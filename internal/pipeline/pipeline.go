@@ -16,6 +16,7 @@ import (
 	"time"
 
 	"github.com/hibiken/asynq"
+	"github.com/redis/go-redis/v9"
 	"github.com/rs/zerolog"
 
 	"github.com/purgeq/purgeq/batching"
@@ -75,6 +76,8 @@ type Limiter interface {
 // RequestHandler admits purge:request tasks into the outbox.
 type RequestHandler struct {
 	Outbox *batching.Outbox
+	// Redis holds streamed requests' staged chunks.
+	Redis redis.Cmdable
 	// Admitted is called after each admission (to wake the dispatcher).
 	Admitted func()
 	Log      zerolog.Logger
@@ -86,13 +89,43 @@ func (h *RequestHandler) ProcessTask(ctx context.Context, t *asynq.Task) error {
 	if err != nil {
 		return fmt.Errorf("%v: %w", err, asynq.SkipRetry)
 	}
-	first, err := h.Outbox.Admit(ctx, req)
-	if err != nil {
+	if req.Chunks == 0 {
+		if _, err := h.Outbox.Admit(ctx, req, 0, 1); err != nil {
+			return err
+		}
+	} else if err := h.admitStaged(ctx, req); err != nil {
 		return err
 	}
-	h.Log.Debug().Str("request", req.ID).Int("items", req.Total()).Bool("first", first).Msg("request admitted")
+	h.Log.Debug().Str("request", req.ID).Int("items", req.Total()).Msg("request admitted")
 	h.Admitted()
 	return nil
+}
+
+// admitStaged admits a streamed request chunk by chunk; a retried task
+// skips the chunks admitted before.
+func (h *RequestHandler) admitStaged(ctx context.Context, req *tasks.Request) error {
+	key := tasks.StagingKey(req.ID)
+	for i := range req.Chunks {
+		raw, err := h.Redis.LIndex(ctx, key, int64(i)).Bytes()
+		if errors.Is(err, redis.Nil) {
+			if st, serr := h.Outbox.Status(ctx, req.ID); serr == nil && st.Total == req.Items {
+				return nil // admitted in full before, and the staging deleted
+			}
+			return fmt.Errorf("request %s: chunk %d of %d is missing from staging: %w", req.ID, i, req.Chunks, asynq.SkipRetry)
+		}
+		if err != nil {
+			return err
+		}
+		chunk, err := tasks.DecodeRequest(raw)
+		if err != nil {
+			return fmt.Errorf("%v: %w", err, asynq.SkipRetry)
+		}
+		if _, err := h.Outbox.Admit(ctx, chunk, i, req.Chunks); err != nil {
+			return err
+		}
+		h.Admitted()
+	}
+	return h.Redis.Del(ctx, key).Err()
 }
 
 // CallHandler runs purge:call tasks.

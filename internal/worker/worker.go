@@ -93,7 +93,7 @@ func Run(ctx context.Context, cfg *config.Config, log zerolog.Logger) error {
 
 	backoff := pipeline.Backoff{Base: cfg.RetryBase, Max: cfg.RetryMax}
 	mux := asynq.NewServeMux()
-	mux.Handle(tasks.TypeRequest, &pipeline.RequestHandler{Outbox: ob, Admitted: disp.Wake, Log: log})
+	mux.Handle(tasks.TypeRequest, &pipeline.RequestHandler{Outbox: ob, Redis: rdb, Admitted: disp.Wake, Log: log})
 	insp := asynq.NewInspectorFromRedisClient(rdb)
 	reg := prometheus.NewRegistry()
 	m := metrics.New(reg, metrics.State{Outbox: ob, Limiter: lim, Inspector: insp, Zones: cfg.Zones, Log: log})

@@ -1,0 +1,80 @@
+package tasks
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+)
+
+// stagingTTL bounds how long an uncommitted stream's chunks stay in Redis.
+const stagingTTL = 24 * time.Hour
+
+// Stream queues a request too large for one task (a deploy that changed
+// 200,000 URLs) under one id: Add stages chunks in Redis, Commit queues one
+// purge:request task that refers to them. Nothing is queued before Commit,
+// so a producer that fails half-way leaves nothing half-queued (Abort, or
+// the staging TTL, clears what it staged).
+type Stream struct {
+	c      *Client
+	rdb    redis.Cmdable
+	req    Request
+	chunks int
+}
+
+// NewStream starts a streamed request on rdb (the Redis the queue uses).
+func (c *Client) NewStream(rdb redis.Cmdable, soft bool, idempotencyKey string) *Stream {
+	return &Stream{c: c, rdb: rdb, req: Request{ID: requestID(idempotencyKey), Soft: soft}}
+}
+
+// ID is the request id the stream will have.
+func (s *Stream) ID() string { return s.req.ID }
+
+// Add validates one chunk and stages it. A *purge.InvalidError names its bad
+// items; the stream stays usable (the caller decides whether to go on).
+func (s *Stream) Add(ctx context.Context, pr PurgeRequest) error {
+	pr.Soft = s.req.Soft
+	chunk, err := s.c.Build(pr)
+	if err != nil {
+		return err
+	}
+	chunk.ID = s.req.ID
+	b, err := json.Marshal(chunk)
+	if err != nil {
+		return err
+	}
+	key := StagingKey(s.req.ID)
+	_, err = s.rdb.TxPipelined(ctx, func(p redis.Pipeliner) error {
+		p.RPush(ctx, key, b)
+		p.Expire(ctx, key, stagingTTL)
+		return nil
+	})
+	if err != nil {
+		return fmt.Errorf("staging chunk %d: %w", s.chunks, err)
+	}
+	s.chunks++
+	s.req.Items += chunk.Total()
+	return nil
+}
+
+// Commit queues the staged chunks as one request.
+func (s *Stream) Commit(ctx context.Context) (Receipt, error) {
+	if s.chunks == 0 {
+		return Receipt{}, errors.New("the request names nothing to purge")
+	}
+	s.req.Chunks = s.chunks
+	s.req.EnqueuedAt = time.Now().UnixMilli()
+	rc, err := s.c.EnqueueBuilt(ctx, &s.req)
+	if err != nil || rc.Duplicate {
+		s.Abort(ctx)
+	}
+	return rc, err
+}
+
+// Abort deletes what the stream staged.
+func (s *Stream) Abort(ctx context.Context) {
+	s.rdb.Del(ctx, StagingKey(s.req.ID))
+}
