@@ -183,6 +183,23 @@ func ParseFileKey(key string) (File, error) {
 	return f, err
 }
 
+// URLHost is the hostname of a normalised URL (or files key), without port.
+func URLHost(key string) string {
+	_, rest, _ := strings.Cut(ItemURL(key), "://")
+	if end := strings.IndexAny(rest, "/?#"); end >= 0 {
+		rest = rest[:end]
+	}
+	if strings.HasPrefix(rest, "[") { // IPv6 literal
+		if end := strings.IndexByte(rest, ']'); end > 0 {
+			return rest[1:end]
+		}
+	}
+	if colon := strings.LastIndexByte(rest, ':'); colon >= 0 {
+		rest = rest[:colon]
+	}
+	return rest
+}
+
 // ItemURL is the URL a files key names (the key itself unless it carries headers).
 func ItemURL(key string) string {
 	if f, err := ParseFileKey(key); err == nil {
@@ -319,6 +336,16 @@ func normalizePrefix(raw string) (string, error) {
 func checkText(s, what string) error {
 	if s == "" {
 		return fmt.Errorf("empty %s", what)
+	}
+	ascii := true
+	for i := 0; i < len(s); i++ {
+		if c := s[i]; c <= ' ' || c >= 0x7f {
+			ascii = false
+			break
+		}
+	}
+	if ascii { // the common case: printable ASCII needs no rune-by-rune check
+		return nil
 	}
 	if !utf8.ValidString(s) {
 		return fmt.Errorf("%s is not valid UTF-8", what)

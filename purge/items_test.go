@@ -181,3 +181,14 @@ func FuzzNormalize(f *testing.F) {
 		}
 	})
 }
+
+func TestURLHost(t *testing.T) {
+	for in, want := range map[string]string{
+		"https://www.example.com/a?b": "www.example.com", "http://example.com:8080": "example.com", "https://example.com?x=1": "example.com",
+		"http://[::1]:80/x": "::1", `{"url":"https://h.example/x","headers":{"Origin":"o"}}`: "h.example",
+	} {
+		if got := URLHost(in); got != want {
+			t.Errorf("URLHost(%q) = %q, want %q", in, got, want)
+		}
+	}
+}

@@ -9,7 +9,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"net/url"
 	"strings"
 	"time"
 
@@ -106,7 +105,7 @@ func (c *Client) Build(pr PurgeRequest) (*Request, error) {
 	}
 	for _, f := range pr.Files {
 		key, err := purge.NormalizeFile(f)
-		b.addChecked(purge.Files, f.URL, key, err, func() string { return urlHost(key) })
+		b.addChecked(purge.Files, f.URL, key, err, func() string { return purge.URLHost(key) })
 	}
 	for kind, items := range map[purge.Kind][]string{purge.Tags: pr.Tags, purge.Hosts: pr.Hosts, purge.Prefixes: pr.Prefixes} {
 		for _, raw := range items {
@@ -208,14 +207,6 @@ func (b *builder) add(kind purge.Kind, raw, key, host string) {
 		b.out[zone.ID] = map[purge.Kind][]string{}
 	}
 	b.out[zone.ID][kind] = append(b.out[zone.ID][kind], key)
-}
-
-func urlHost(key string) string {
-	u, err := url.Parse(purge.ItemURL(key))
-	if err != nil {
-		return ""
-	}
-	return u.Hostname()
 }
 
 func newID() string {

@@ -30,7 +30,7 @@ func TestMain(m *testing.M) { testredis.Main(m, &srv) }
 
 const zones = "example.com=zone-com,example.org=zone-org"
 
-func setup(t *testing.T) *redis.Client {
+func setup(t testing.TB) *redis.Client {
 	t.Helper()
 	opt, _ := redis.ParseURL(srv.URL())
 	rdb := redis.NewClient(opt)

@@ -23,7 +23,7 @@ import (
 const intakeToken = "intake-secret"
 
 // startIntake runs `enqueue serve` in this process until the test ends.
-func startIntake(t *testing.T) string {
+func startIntake(t testing.TB) string {
 	t.Helper()
 	l, _ := net.Listen("tcp", "127.0.0.1:0")
 	addr := l.Addr().String()
@@ -52,7 +52,7 @@ func startIntake(t *testing.T) string {
 	return base
 }
 
-func waitFor(t *testing.T, d time.Duration, what string, cond func() bool) {
+func waitFor(t testing.TB, d time.Duration, what string, cond func() bool) {
 	t.Helper()
 	deadline := time.Now().Add(d)
 	for !cond() {

@@ -106,13 +106,18 @@ type body struct {
 // decode reads a body within the size limit. The returned status is 413 for
 // a body over the limit, 400 for anything unreadable.
 func (s *server) decode(w http.ResponseWriter, r *http.Request) (*body, int, error) {
+	return parseBody(http.MaxBytesReader(w, r.Body, s.MaxBody), s.MaxBody)
+}
+
+// parseBody reads one JSON object with no unknown fields and nothing after it.
+func parseBody(r io.Reader, maxBody int64) (*body, int, error) {
 	var b body
-	dec := json.NewDecoder(http.MaxBytesReader(w, r.Body, s.MaxBody))
+	dec := json.NewDecoder(r)
 	dec.DisallowUnknownFields()
 	if err := dec.Decode(&b); err != nil {
 		var tooBig *http.MaxBytesError
 		if errors.As(err, &tooBig) {
-			return nil, http.StatusRequestEntityTooLarge, fmt.Errorf("body over %d bytes: split the request", s.MaxBody)
+			return nil, http.StatusRequestEntityTooLarge, fmt.Errorf("body over %d bytes: split the request", maxBody)
 		}
 		return nil, http.StatusBadRequest, fmt.Errorf("body is not a valid purge request: %v", err)
 	}

@@ -1,10 +1,10 @@
 package worker_test
 
 import (
+	"context"
 	"fmt"
 	"math/rand/v2"
 	"sort"
-	"sync"
 	"testing"
 	"time"
 
@@ -21,12 +21,12 @@ func cap100(purge.Kind) int { return 100 }
 // item is sent more often than it was requested, and the calls are within
 // 2% of the lower bound.
 func TestBurstCoalesces(t *testing.T) {
-	e := setup(t, cftest.Config{}, map[string]string{"PURGE_BATCH_WAIT": "2s"})
+	const wait = 3 * time.Second
+	e := setup(t, cftest.Config{}, map[string]string{"PURGE_BATCH_WAIT": wait.String()})
 	rng := rand.New(rand.NewPCG(4, 2))
 	names := []string{"a.example", "b.example", "c.example"}
-	var mu sync.Mutex
 	requested := map[laneKey]map[string]int{}
-	reqs := make([]tasks.PurgeRequest, 5000)
+	reqs := make([]*tasks.Request, 5000)
 	for i := range reqs {
 		zone := names[rng.IntN(3)]
 		pr := tasks.PurgeRequest{Zone: zone}
@@ -36,18 +36,12 @@ func TestBurstCoalesces(t *testing.T) {
 		for range 1 + rng.IntN(5) {
 			pr.Tags = append(pr.Tags, fmt.Sprintf("Tag-%d", rng.IntN(300)))
 		}
-		reqs[i] = pr
-	}
-	e.startWorker()
-	start := time.Now()
-	ids := make([]string, len(reqs))
-	concurrently(len(reqs), 8, func(i int) {
-		rc := e.enqueue(reqs[i])
-		b, _ := e.client.Build(reqs[i])
-		mu.Lock()
-		defer mu.Unlock()
-		ids[i] = rc.ID
-		for zone, kinds := range b.Zones {
+		req, err := e.client.Build(pr)
+		if err != nil {
+			t.Fatal(err)
+		}
+		reqs[i] = req
+		for zone, kinds := range req.Zones {
 			for kind, items := range kinds {
 				k := laneKey{zone, kind}
 				if requested[k] == nil {
@@ -58,9 +52,19 @@ func TestBurstCoalesces(t *testing.T) {
 				}
 			}
 		}
+	}
+	e.startWorker()
+	start := time.Now()
+	ids := make([]string, len(reqs))
+	concurrently(len(reqs), 8, func(i int) {
+		rc, err := e.client.EnqueueBuilt(context.Background(), reqs[i])
+		if err != nil {
+			t.Errorf("enqueue: %v", err)
+		}
+		ids[i] = rc.ID
 	})
 	took := time.Since(start)
-	if took > 2*time.Second {
+	if took > wait {
 		t.Fatalf("enqueueing took %v, longer than the batch wait: the burst is not one burst", took)
 	}
 	e.waitDone(60*time.Second, ids...)
