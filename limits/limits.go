@@ -7,7 +7,6 @@ import (
 	"errors"
 	"fmt"
 	"strconv"
-	"strings"
 	"sync/atomic"
 	"time"
 
@@ -47,13 +46,13 @@ type Bucket struct {
 // Limiter acquires and records limits in Redis. It is safe for concurrent
 // use and shared, through Redis, with every other Limiter of the same Scope.
 type Limiter struct {
-	rdb  redis.Scripter
+	rdb  redis.Cmdable
 	cfg  Config
 	keys keys
 }
 
 // New validates cfg and returns a Limiter on rdb.
-func New(rdb redis.Scripter, cfg Config) (*Limiter, error) {
+func New(rdb redis.Cmdable, cfg Config) (*Limiter, error) {
 	var errs []error
 	if cfg.Scope == "" {
 		errs = append(errs, errors.New("limits: Scope is empty"))
@@ -297,11 +296,60 @@ func (l *Limiter) State(ctx context.Context) (State, error) {
 	if err != nil {
 		return State{}, err
 	}
+	cool, err := Cooldowns(ctx, l.rdb, l.cfg.Scope)
+	if err != nil {
+		return State{}, err
+	}
 	st := State{GlobalRemaining: flex.GlobalRemaining, FlexTokens: flex.BucketTokens, URLTokens: urls.BucketTokens, Cooldowns: map[purge.Scope]time.Time{}}
-	for _, r := range []Result{flex, urls} {
-		if scope, ok := strings.CutPrefix(r.Blocker, "cooldown:"); ok {
-			st.Cooldowns[purge.Scope(scope)] = time.Now().Add(r.Wait)
-		}
+	for scope, left := range cool {
+		st.Cooldowns[scope] = time.Now().Add(left)
 	}
 	return st, nil
+}
+
+// Cooldowns reports how long each cooldown in force on a token's scope has
+// left, by the Redis clock. It needs only the scope (Fingerprint of the
+// token), so that producers can show it.
+func Cooldowns(ctx context.Context, rdb redis.Cmdable, scope string) (map[purge.Scope]time.Duration, error) {
+	k := keysFor(scope)
+	scopes := []purge.Scope{purge.ScopeGlobal, purge.ScopeFlex, purge.ScopeURL}
+	var now *redis.TimeCmd
+	var ends *redis.SliceCmd
+	_, err := rdb.Pipelined(ctx, func(p redis.Pipeliner) error {
+		now = p.Time(ctx)
+		ends = p.MGet(ctx, k.cooldown(scopes[0]), k.cooldown(scopes[1]), k.cooldown(scopes[2]))
+		return nil
+	})
+	if err != nil {
+		return nil, fmt.Errorf("limits: reading cooldowns: %w", err)
+	}
+	out := map[purge.Scope]time.Duration{}
+	for i, v := range ends.Val() {
+		s, _ := v.(string)
+		end, err := strconv.ParseInt(s, 10, 64)
+		if err != nil {
+			continue
+		}
+		if left := time.UnixMicro(end).Sub(now.Val()); left > 0 {
+			out[scopes[i]] = left
+		}
+	}
+	return out, nil
+}
+
+// scopeKey holds the scope the workers run with, for producers.
+const scopeKey = "purgeq:limits:scope"
+
+// PublishScope records the workers' scope for producers.
+func PublishScope(ctx context.Context, rdb redis.Cmdable, scope string) error {
+	return rdb.Set(ctx, scopeKey, scope, 0).Err()
+}
+
+// PublishedScope reads the workers' scope ("" if none published).
+func PublishedScope(ctx context.Context, rdb redis.Cmdable) (string, error) {
+	s, err := rdb.Get(ctx, scopeKey).Result()
+	if errors.Is(err, redis.Nil) {
+		return "", nil
+	}
+	return s, err
 }

@@ -309,31 +309,29 @@ func (c *conn) close() {
 	c.rdb.Close()
 }
 
-// waitDone polls a request's status until it finishes or the timeout.
+// waitDone polls a request's status until it finishes or the timeout,
+// showing its progress.
 func (c *conn) waitDone(ctx context.Context, id string, timeout time.Duration, stderr io.Writer) (*batching.Status, error) {
 	ctx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()
-	tick := time.NewTicker(100 * time.Millisecond)
+	tick := time.NewTicker(200 * time.Millisecond)
 	defer tick.Stop()
-	last := ""
+	p := newProgress(ctx, c, stderr)
+	defer p.end()
 	for {
-		st, err := c.outbox.Status(ctx, id)
+		st, err := c.Status(ctx, id)
 		switch {
-		case errors.Is(err, batching.ErrUnknownRequest):
-			// not admitted yet
-		case err != nil && ctx.Err() == nil:
+		case errors.Is(err, batching.ErrUnknownRequest) || ctx.Err() != nil:
+			// not queued yet, or timed out: decided below
+		case err != nil:
 			return nil, err
-		case err == nil:
-			line := fmt.Sprintf("%d/%d purged, %d superseded, %d dead-lettered", st.Purged, st.Total, st.Superseded, st.Dead)
-			if line != last {
-				fmt.Fprintln(stderr, "enqueue:", line)
-				last = line
-			}
+		default:
+			p.show(st)
 			switch st.State {
 			case "done":
 				return &st, nil
 			case "failed":
-				return &st, fmt.Errorf("%d item(s) dead-lettered: see enqueue dlq list", st.Dead)
+				return &st, fmt.Errorf("%d item(s) dead-lettered:%s", st.Dead, c.deadItemsOf(ctx, id))
 			}
 		}
 		select {
@@ -342,6 +340,23 @@ func (c *conn) waitDone(ctx context.Context, id string, timeout time.Duration, s
 		case <-tick.C:
 		}
 	}
+}
+
+// deadItemsOf names a request's dead-lettered items.
+func (c *conn) deadItemsOf(ctx context.Context, id string) string {
+	entries, err := c.outbox.DeadEntries(ctx, "")
+	if err != nil {
+		return " see enqueue dlq list"
+	}
+	var b strings.Builder
+	for _, e := range entries {
+		for _, r := range e.Requests {
+			if r == id {
+				fmt.Fprintf(&b, "\n  %s (%s): %s", e.Item, e.ID, e.Reason)
+			}
+		}
+	}
+	return b.String() + "\n(enqueue dlq list shows them; enqueue dlq retry ID sends them again)"
 }
 
 // status prints a request's progress.

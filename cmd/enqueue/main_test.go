@@ -169,7 +169,7 @@ func TestWaitAndDeadLetters(t *testing.T) {
 	}
 	sim.Poison("https://example.com/bad")
 	r := enqueueCmd(t, "", "--wait", "--json", "--timeout", "20s", "https://example.com/bad", "https://example.com/good")
-	if r.code != 1 || !strings.Contains(r.stderr, "1 item(s) dead-lettered") || !strings.Contains(r.stdout, `"dead":1`) {
+	if r.code != 1 || !strings.Contains(r.stderr, "1 item(s) dead-lettered") || !strings.Contains(r.stderr, "https://example.com/bad (d") || !strings.Contains(r.stdout, `"dead":1`) {
 		t.Fatalf("--wait with a poison item: %+v", r)
 	}
 	r = enqueueCmd(t, "", "dlq", "list", "--json")
@@ -210,5 +210,19 @@ func TestWaitAndDeadLetters(t *testing.T) {
 	}
 	if r := enqueueCmd(t, "", "dlq", "drop", "--all"); r.code != 0 || !strings.Contains(r.stderr, "0 entries dropped") {
 		t.Errorf("dlq drop --all on an empty queue: %+v", r)
+	}
+}
+
+func TestProgressBar(t *testing.T) {
+	var b bytes.Buffer
+	p := &progress{w: &b, terminal: true, start: time.Now().Add(-2 * time.Second),
+		cooldown: func() map[string]time.Duration { return map[string]time.Duration{"global": 252 * time.Second} }}
+	p.show(batching.Status{Total: 200, Purged: 100})
+	p.end()
+	got := b.String()
+	for _, want := range []string{"\r\033[K[###############---------------] 100/200 purged", "global cooldown 4m12s", "50/s", "\n"} {
+		if !strings.Contains(got, want) {
+			t.Errorf("bar %q lacks %q", got, want)
+		}
 	}
 }

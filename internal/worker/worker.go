@@ -66,6 +66,9 @@ func Run(ctx context.Context, cfg *config.Config, log zerolog.Logger) error {
 	if err := tasks.PublishZones(ctx, rdb, cfg.Zones); err != nil {
 		return err
 	}
+	if err := limits.PublishScope(ctx, rdb, cfg.Limits().Scope); err != nil {
+		return err
+	}
 	plan := cfg.ResolvedPlan()
 	lim, err := limits.New(rdb, cfg.Limits())
 	if err != nil {
