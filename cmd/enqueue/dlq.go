@@ -11,7 +11,6 @@ import (
 
 	"github.com/hibiken/asynq"
 
-	"github.com/purgeq/purgeq/internal/config"
 	"github.com/purgeq/purgeq/tasks"
 )
 
@@ -36,11 +35,7 @@ func dlq(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	}
 	ids := fs.Args()
 
-	cfg, err := config.Load()
-	if err != nil {
-		return usageError("%v", err)
-	}
-	c, err := connect(ctx, cfg, true)
+	c, err := open(ctx)
 	if err != nil {
 		return err
 	}

@@ -144,11 +144,7 @@ func enqueue(ctx context.Context, args []string, stdin io.Reader, stdout, stderr
 	pr := tasks.PurgeRequest{Zone: o.zone, Files: tasks.URLs(o.urls...), Tags: o.tags, Hosts: o.hosts, Prefixes: o.prefixes,
 		Everything: o.everything, Soft: o.soft, IdempotencyKey: o.key}
 
-	cfg, err := config.Load()
-	if err != nil {
-		return usageError("%v", err)
-	}
-	conn, err := connect(ctx, cfg, true)
+	conn, err := open(ctx)
 	if err != nil {
 		return err
 	}
@@ -270,6 +266,16 @@ type conn struct {
 	outbox *batching.Outbox
 }
 
+// open loads the configuration and connects, failing if Redis does not
+// answer.
+func open(ctx context.Context) (*conn, error) {
+	cfg, err := config.Load()
+	if err != nil {
+		return nil, usageError("%v", err)
+	}
+	return connect(ctx, cfg, true)
+}
+
 // connect opens Redis and resolves the zones: PURGE_ZONES, else those the
 // workers published. With mustAnswer it retries briefly and fails if Redis
 // does not answer.
@@ -364,11 +370,7 @@ func status(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 	if len(args) != 1 {
 		return usageError("usage: enqueue status ID")
 	}
-	cfg, err := config.Load()
-	if err != nil {
-		return usageError("%v", err)
-	}
-	c, err := connect(ctx, cfg, true)
+	c, err := open(ctx)
 	if err != nil {
 		return err
 	}

@@ -144,18 +144,8 @@ func TestWaitAndDeadLetters(t *testing.T) {
 	setup(t)
 	sim := cftest.NewServer(cftest.Config{Token: "tok", Zones: []string{"zone-com", "zone-org"}, GlobalLimit: rate.Per(1000, time.Second)})
 	defer sim.Close()
-	t.Setenv("PURGE_CLOUDFLARE_API_URL", sim.URL)
-	t.Setenv("PURGE_CLOUDFLARE_API_TOKEN", "tok")
 	t.Setenv("PURGE_BATCH_WAIT", "100ms")
-	t.Setenv("PURGE_HTTP_ADDR", "127.0.0.1:0")
-	cfg, err := config.Load()
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error)
-	go func() { done <- worker.Run(ctx, cfg, zerolog.Nop()) }()
-	defer func() { cancel(); <-done }()
+	startWorker(t, sim)
 
 	ok := enqueueCmd(t, "", "--wait", "--timeout", "20s", "https://example.com/ok")
 	if ok.code != 0 || !strings.Contains(ok.stderr, "1/1 purged") {
@@ -225,4 +215,26 @@ func TestProgressBar(t *testing.T) {
 			t.Errorf("bar %q lacks %q", got, want)
 		}
 	}
+}
+
+// startWorker runs a worker against sim in this process until the test ends.
+func startWorker(t *testing.T, sim *cftest.Server) *config.Config {
+	t.Helper()
+	t.Setenv("PURGE_CLOUDFLARE_API_URL", sim.URL)
+	t.Setenv("PURGE_CLOUDFLARE_API_TOKEN", "tok")
+	t.Setenv("PURGE_HTTP_ADDR", "127.0.0.1:0")
+	cfg, err := config.Load()
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error)
+	go func() { done <- worker.Run(ctx, cfg, zerolog.Nop()) }()
+	t.Cleanup(func() {
+		cancel()
+		if err := <-done; err != nil {
+			t.Errorf("worker: %v", err)
+		}
+	})
+	return cfg
 }

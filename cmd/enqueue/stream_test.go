@@ -12,12 +12,8 @@ import (
 	"testing"
 	"time"
 
-	"github.com/rs/zerolog"
-
 	"github.com/purgeq/purgeq/batching"
-	"github.com/purgeq/purgeq/internal/config"
 	"github.com/purgeq/purgeq/internal/rate"
-	"github.com/purgeq/purgeq/internal/worker"
 	"github.com/purgeq/purgeq/purge"
 	"github.com/purgeq/purgeq/purge/cftest"
 )
@@ -72,20 +68,10 @@ func TestFromStreamsLargeFiles(t *testing.T) {
 	plan.URLRate, plan.URLBurst = rate.Per(10000000, time.Second), 10000000
 	sim := cftest.NewServer(cftest.Config{Token: "tok", Zones: []string{"zone-com", "zone-org"}, GlobalLimit: rate.Per(100000, time.Second), Plan: plan})
 	defer sim.Close()
-	t.Setenv("PURGE_CLOUDFLARE_API_URL", sim.URL)
-	t.Setenv("PURGE_CLOUDFLARE_API_TOKEN", "tok")
-	t.Setenv("PURGE_HTTP_ADDR", "127.0.0.1:0")
 	t.Setenv("PURGE_GLOBAL_LIMIT", "100000/1s")
 	t.Setenv("PURGE_URL_LIMIT", "10000000/1s")
 	t.Setenv("PURGE_URL_BURST", "10000000")
-	cfg, err := config.Load()
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error)
-	go func() { done <- worker.Run(ctx, cfg, zerolog.Nop()) }()
-	defer func() { cancel(); <-done }()
+	cfg := startWorker(t, sim)
 	c, err := connect(context.Background(), cfg, true)
 	if err != nil {
 		t.Fatal(err)

