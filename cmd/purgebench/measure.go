@@ -1,0 +1,83 @@
+package main
+
+import (
+	"math"
+	"sort"
+	"time"
+
+	"github.com/purgeq/purgeq/purge"
+)
+
+// measure computes a run's figures from the simulator's record.
+func measure(w workload, name string, start time.Time, b *bench, scale float64) result {
+	real := func(d time.Duration) float64 { return d.Seconds() * scale }
+	type key struct {
+		zone string
+		kind purge.Kind
+		item string
+	}
+	// When each item was first requested.
+	requested := map[key]time.Duration{}
+	for _, e := range w.Events {
+		for _, kv := range []struct {
+			kind  purge.Kind
+			items []string
+		}{{purge.Files, e.URLs}, {purge.Tags, e.Tags}} {
+			for _, it := range kv.items {
+				k, _ := purge.Normalize(kv.kind, it)
+				kk := key{zoneID(e.Zone), kv.kind, k}
+				if _, seen := requested[kk]; !seen {
+					requested[kk] = e.At
+				}
+			}
+		}
+	}
+	perLane := map[[2]string]int{}
+	for k := range requested {
+		perLane[[2]string{k.zone, string(k.kind)}]++
+	}
+	r := result{Workload: w.Name, Strategy: name, Requested: len(requested)}
+	for lane, n := range perLane {
+		r.LowerBound += int(math.Ceil(float64(n) / float64(b.plan.Cap(purge.Kind(lane[1])))))
+	}
+	st := b.sim.Stats()
+	r.Calls, r.RateLimited = st.Calls, st.Global429+st.Bucket429
+	r.Blocks = st.Exceeded
+	r.BlockedSeconds = float64(st.Exceeded) * real(b.block)
+	r.Ratio = float64(r.Calls) / float64(max(1, r.LowerBound))
+
+	purgedAt := map[key]time.Duration{}
+	var last time.Duration
+	for _, c := range b.sim.Calls() {
+		at := c.At.Sub(start)
+		minute := int(real(at) / 60)
+		for len(r.Timeline) <= minute {
+			r.Timeline = append(r.Timeline, 0)
+		}
+		r.Timeline[minute]++
+		if !c.Accepted() {
+			continue
+		}
+		for _, it := range c.Items {
+			k := key{c.Zone, c.Kind, it}
+			if _, ok := requested[k]; ok {
+				if _, done := purgedAt[k]; !done {
+					purgedAt[k] = at
+					last = max(last, at)
+				}
+			}
+		}
+	}
+	r.Purged = len(purgedAt)
+	r.LastPurgeSec = real(last)
+	var lat []float64
+	for k, at := range purgedAt {
+		lat = append(lat, real(at-requested[k]))
+	}
+	sort.Float64s(lat)
+	if len(lat) > 0 {
+		r.P50Sec = lat[len(lat)/2]
+		r.P99Sec = lat[int(math.Ceil(0.99*float64(len(lat))))-1]
+	}
+	return r
+}
