@@ -21,9 +21,9 @@ import (
 // grace, and the global window was never exceeded. CI runs it small;
 // PURGEQ_CHAOS_ITEMS and PURGEQ_CHAOS_ROUNDS make it long.
 func TestChaos(t *testing.T) {
-	items, rounds := envInt("PURGEQ_CHAOS_ITEMS", 6000), envInt("PURGEQ_CHAOS_ROUNDS", 2)
+	items, rounds := envInt("PURGEQ_CHAOS_ITEMS", 8000), envInt("PURGEQ_CHAOS_ROUNDS", 2)
 	const cooldown = 600 * time.Millisecond
-	limit := rate.Per(60, time.Second)
+	limit := rate.Per(10, time.Second) // the flood lasts through every round
 	e := setup(t, cftest.Config{GlobalLimit: limit, Block: cooldown}, map[string]string{
 		"PURGE_BATCH_WAIT": "200ms", "PURGE_COOLDOWN": cooldown.String(), "PURGE_GLOBAL_LIMIT": limit.String(), "PURGE_GLOBAL_GUARD": "50ms",
 		"PURGE_CLOUDFLARE_API_TIMEOUT": "300ms", "PURGE_MAX_RETRY": "15"})
