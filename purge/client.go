@@ -173,6 +173,16 @@ type Result struct {
 	ID string `json:"id"`
 }
 
+// WriteJSON answers an HTTP request with v as JSON, without HTML escaping,
+// the way Cloudflare's API answers (used by the simulator and the intake).
+func WriteJSON(w http.ResponseWriter, status int, v any) {
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(status)
+	enc := json.NewEncoder(w)
+	enc.SetEscapeHTML(false)
+	enc.Encode(v)
+}
+
 // Classify turns a response into an outcome. It is exported so that the
 // classification table can be tested exhaustively without a server.
 func Classify(status int, h http.Header, body []byte, b Batch) (Accepted, error) {

@@ -17,6 +17,7 @@ import (
 	"github.com/hibiken/asynq"
 	"github.com/redis/go-redis/v9"
 
+	"github.com/purgeq/purgeq/internal/testwait"
 	"github.com/purgeq/purgeq/tasks"
 )
 
@@ -42,7 +43,7 @@ func startIntake(t testing.TB) string {
 		}
 	})
 	base := "http://" + addr
-	waitFor(t, 5*time.Second, "the intake", func() bool {
+	testwait.For(t, 5*time.Second, "the intake", func() bool {
 		resp, err := http.Get(base + "/healthz")
 		if err == nil {
 			resp.Body.Close()
@@ -50,17 +51,6 @@ func startIntake(t testing.TB) string {
 		return err == nil && resp.StatusCode == 200
 	})
 	return base
-}
-
-func waitFor(t testing.TB, d time.Duration, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(d)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting for %s", what)
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
 }
 
 func call(t *testing.T, method, url, token, body string) (int, map[string]any, http.Header) {

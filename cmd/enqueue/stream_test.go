@@ -14,6 +14,7 @@ import (
 
 	"github.com/purgeq/purgeq/batching"
 	"github.com/purgeq/purgeq/internal/rate"
+	"github.com/purgeq/purgeq/internal/testwait"
 	"github.com/purgeq/purgeq/purge"
 	"github.com/purgeq/purgeq/purge/cftest"
 )
@@ -78,7 +79,7 @@ func TestFromStreamsLargeFiles(t *testing.T) {
 	}
 	defer c.close()
 	var st batching.Status
-	waitFor(t, 120*time.Second, "the 200,000 items to be purged", func() bool {
+	testwait.For(t, 120*time.Second, "the 200,000 items to be purged", func() bool {
 		st, err = c.Status(context.Background(), id)
 		return err == nil && st.State == "done"
 	})

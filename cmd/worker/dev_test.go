@@ -12,6 +12,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/purgeq/purgeq/internal/testwait"
 )
 
 // syncBuffer collects a process's output safely.
@@ -55,17 +57,6 @@ func build(t *testing.T, dir, pkg string) string {
 	return out
 }
 
-func waitFor(t *testing.T, d time.Duration, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(d)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out after %v waiting for %s", d, what)
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
-}
-
 // TestDevEndToEnd runs the real binaries as a new user would: worker --dev
 // from a clean HOME, then the enqueue command it prints, with no variables
 // set; the purge reaches the simulator and the UI answers.
@@ -99,7 +90,7 @@ func TestDevEndToEnd(t *testing.T) {
 		}
 	}()
 
-	waitFor(t, 20*time.Second, "worker --dev to serve /healthz", func() bool {
+	testwait.For(t, 20*time.Second, "worker --dev to serve /healthz", func() bool {
 		resp, err := http.Get("http://127.0.0.1:8080/healthz")
 		if err != nil {
 			return false
@@ -136,7 +127,7 @@ func TestDevEndToEnd(t *testing.T) {
 	if err != nil {
 		t.Fatalf("enqueue %s: %v\n%s", printed, err, b)
 	}
-	waitFor(t, 20*time.Second, "the simulator to receive the purges", func() bool {
+	testwait.For(t, 20*time.Second, "the simulator to receive the purges", func() bool {
 		s := out.String()
 		return strings.Contains(s, "kind=files items=1 https://example.com/index.html → 200") && strings.Contains(s, "kind=tags items=1 product-1 → 200")
 	})

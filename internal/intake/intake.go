@@ -188,7 +188,7 @@ func (s *server) purge(w http.ResponseWriter, r *http.Request) {
 		writeError(w, status, err.Error(), bad)
 		return
 	}
-	writeJSON(w, http.StatusAccepted, rc)
+	purge.WriteJSON(w, http.StatusAccepted, rc)
 }
 
 func (s *server) status(w http.ResponseWriter, r *http.Request) {
@@ -199,7 +199,7 @@ func (s *server) status(w http.ResponseWriter, r *http.Request) {
 	case err != nil:
 		writeError(w, http.StatusServiceUnavailable, "the queue cannot be read now", nil)
 	default:
-		writeJSON(w, http.StatusOK, st)
+		purge.WriteJSON(w, http.StatusOK, st)
 	}
 }
 
@@ -235,7 +235,7 @@ func (s *server) cloudflare(w http.ResponseWriter, r *http.Request) {
 		writeCloudflareError(w, status, err.Error(), bad)
 		return
 	}
-	writeJSON(w, http.StatusOK, purge.Envelope{Success: true, Errors: []purge.APIError{}, Messages: []purge.APIError{}, Result: &purge.Result{ID: rc.ID}})
+	purge.WriteJSON(w, http.StatusOK, purge.Envelope{Success: true, Errors: []purge.APIError{}, Messages: []purge.APIError{}, Result: &purge.Result{ID: rc.ID}})
 }
 
 // errorBody is the intake's own error shape.
@@ -245,7 +245,7 @@ type errorBody struct {
 }
 
 func writeError(w http.ResponseWriter, status int, msg string, bad []purge.Invalid) {
-	writeJSON(w, status, errorBody{Error: msg, Invalid: bad})
+	purge.WriteJSON(w, status, errorBody{Error: msg, Invalid: bad})
 }
 
 // writeCloudflareError answers in Cloudflare's envelope, one error per bad item.
@@ -262,15 +262,7 @@ func writeCloudflareError(w http.ResponseWriter, status int, msg string, bad []p
 }
 
 func writeCloudflareErrors(w http.ResponseWriter, status int, errs []purge.APIError) {
-	writeJSON(w, status, purge.Envelope{Success: false, Errors: errs, Messages: []purge.APIError{}})
-}
-
-func writeJSON(w http.ResponseWriter, status int, v any) {
-	w.Header().Set("Content-Type", "application/json")
-	w.WriteHeader(status)
-	enc := json.NewEncoder(w)
-	enc.SetEscapeHTML(false)
-	enc.Encode(v)
+	purge.WriteJSON(w, status, purge.Envelope{Success: false, Errors: errs, Messages: []purge.APIError{}})
 }
 
 // accessLog gives every request an id (X-Request-Id) and logs it once done.

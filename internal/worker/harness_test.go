@@ -23,6 +23,7 @@ import (
 	"github.com/purgeq/purgeq/internal/logging"
 	"github.com/purgeq/purgeq/internal/rate"
 	"github.com/purgeq/purgeq/internal/testredis"
+	"github.com/purgeq/purgeq/internal/testwait"
 	"github.com/purgeq/purgeq/internal/worker"
 	"github.com/purgeq/purgeq/purge"
 	"github.com/purgeq/purgeq/purge/cftest"
@@ -221,23 +222,11 @@ func (e *env) enqueue(pr tasks.PurgeRequest) tasks.Receipt {
 	return rc
 }
 
-// waitFor polls cond until it holds or the deadline passes.
-func waitFor(t *testing.T, d time.Duration, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(d)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out after %v waiting for %s", d, what)
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
-}
-
 // waitDone waits until every request is finished and returns their statuses.
 func (e *env) waitDone(d time.Duration, ids ...string) map[string]batching.Status {
 	e.t.Helper()
 	out := map[string]batching.Status{}
-	waitFor(e.t, d, fmt.Sprintf("%d requests to finish", len(ids)), func() bool {
+	testwait.For(e.t, d, fmt.Sprintf("%d requests to finish", len(ids)), func() bool {
 		for _, id := range ids {
 			if _, ok := out[id]; ok {
 				continue

@@ -10,6 +10,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/purgeq/purgeq/internal/testwait"
 	"github.com/purgeq/purgeq/purge/cftest"
 	"github.com/purgeq/purgeq/tasks"
 )
@@ -55,7 +56,7 @@ func TestHTTPSide(t *testing.T) {
 	e := setup(t, cftest.Config{}, map[string]string{"PURGE_HTTP_ADDR": addr, "PURGE_UI_USER": "ops", "PURGE_UI_PASSWORD": "s3cret-ui", "PURGE_BATCH_WAIT": "100ms"})
 	e.startWorker()
 	base := "http://" + addr
-	waitFor(t, 5*time.Second, "the HTTP side", func() bool {
+	testwait.For(t, 5*time.Second, "the HTTP side", func() bool {
 		resp, err := http.Get(base + "/healthz")
 		if err == nil {
 			resp.Body.Close()

@@ -19,7 +19,6 @@ package cftest
 import (
 	"crypto/rand"
 	"encoding/hex"
-	"encoding/json"
 	"fmt"
 	"math"
 	mrand "math/rand/v2"
@@ -303,10 +302,10 @@ type answer struct {
 func (s *Server) serve(w http.ResponseWriter, r *http.Request) {
 	switch r.URL.Path {
 	case "/__sim/stats":
-		writeJSON(w, http.StatusOK, s.Stats())
+		purge.WriteJSON(w, http.StatusOK, s.Stats())
 		return
 	case "/__sim/calls":
-		writeJSON(w, http.StatusOK, s.Calls())
+		purge.WriteJSON(w, http.StatusOK, s.Calls())
 		return
 	}
 	call := Call{At: time.Now()}
@@ -516,18 +515,10 @@ func (s *Server) writeAnswer(w http.ResponseWriter, a answer) {
 	} else {
 		env.Errors = append(env.Errors, purge.APIError{Code: a.code, Message: a.message})
 	}
-	writeJSON(w, a.status, env)
+	purge.WriteJSON(w, a.status, env)
 }
 
 func ceilSeconds(d time.Duration) int { return int(math.Ceil(d.Seconds())) }
-
-func writeJSON(w http.ResponseWriter, status int, v any) {
-	w.Header().Set("Content-Type", "application/json")
-	w.WriteHeader(status)
-	enc := json.NewEncoder(w)
-	enc.SetEscapeHTML(false)
-	enc.Encode(v)
-}
 
 func newID() string {
 	var b [16]byte
