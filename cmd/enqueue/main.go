@@ -31,6 +31,7 @@ import (
 
 	"github.com/purgeq/purgeq/batching"
 	"github.com/purgeq/purgeq/internal/config"
+	"github.com/purgeq/purgeq/internal/redisconn"
 	"github.com/purgeq/purgeq/purge"
 	"github.com/purgeq/purgeq/tasks"
 )
@@ -259,7 +260,7 @@ func printResult(stdout io.Writer, asJSON bool, rc tasks.Receipt, st *batching.S
 
 // conn is the Redis side of a command.
 type conn struct {
-	rdb    *redis.Client
+	rdb    redis.UniversalClient
 	ac     *asynq.Client
 	zones  tasks.Zones
 	client *tasks.Client
@@ -280,11 +281,10 @@ func open(ctx context.Context) (*conn, error) {
 // workers published. With mustAnswer it retries briefly and fails if Redis
 // does not answer.
 func connect(ctx context.Context, cfg *config.Config, mustAnswer bool) (*conn, error) {
-	opt, err := redis.ParseURL(cfg.RedisURL)
+	rdb, _, err := redisconn.Open(cfg.RedisURL, redisconn.Tuning{})
 	if err != nil {
 		return nil, usageError("PURGE_REDIS_URL: %v", err)
 	}
-	rdb := redis.NewClient(opt)
 	deadline := time.Now().Add(3 * time.Second)
 	for {
 		err = rdb.Ping(ctx).Err()
@@ -295,7 +295,7 @@ func connect(ctx context.Context, cfg *config.Config, mustAnswer bool) (*conn, e
 	}
 	if err != nil && mustAnswer {
 		rdb.Close()
-		return nil, fmt.Errorf("redis at %s is unreachable: %v (nothing was queued)", opt.Addr, err)
+		return nil, fmt.Errorf("redis at %s is unreachable: %v (nothing was queued)", redisconn.Describe(cfg.RedisURL), err)
 	}
 	zones := cfg.Zones
 	if len(zones) == 0 && err == nil {

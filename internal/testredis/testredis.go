@@ -11,6 +11,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strconv"
+	"strings"
 	"syscall"
 	"testing"
 	"time"
@@ -28,7 +29,9 @@ type Server struct {
 
 // Start runs redis-server on a free loopback port with its data in a
 // temporary directory. AOF persistence is on, so Restart keeps the data.
-func Start() (*Server, error) {
+func Start() (*Server, error) { return start() }
+
+func start(extra ...string) (*Server, error) {
 	bin, err := exec.LookPath("redis-server")
 	if err != nil {
 		return nil, fmt.Errorf("redis-server is not installed (apt-get install -y redis-server): %w", err)
@@ -50,6 +53,7 @@ func Start() (*Server, error) {
 			"--save", "", "--appendonly", "yes", "--appendfsync", "everysec", "--maxmemory-policy", "noeviction",
 			"--logfile", filepath.Join(dir, "redis.log")},
 	}
+	s.args = append(s.args, extra...)
 	s.cmd = exec.Command(bin, s.args...)
 	return s, s.start()
 }
@@ -126,5 +130,69 @@ func Flush(t testing.TB, c *redis.Client) {
 	t.Helper()
 	if err := c.FlushAll(context.Background()).Err(); err != nil {
 		t.Fatal(err)
+	}
+}
+
+// Cluster is a Redis Cluster of masters without replicas.
+type Cluster struct {
+	Nodes []*Server
+}
+
+// StartCluster runs n redis-servers in cluster mode and joins them,
+// spreading the slots over all of them.
+func StartCluster(n int) (*Cluster, error) {
+	c := &Cluster{}
+	var addrs []string
+	for range n {
+		s, err := start("--cluster-enabled", "yes", "--cluster-node-timeout", "2000")
+		if err != nil {
+			c.Close()
+			return nil, err
+		}
+		c.Nodes = append(c.Nodes, s)
+		addrs = append(addrs, s.Addr)
+	}
+	args := append([]string{"--cluster", "create"}, addrs...)
+	out, err := exec.Command("redis-cli", append(args, "--cluster-replicas", "0", "--cluster-yes")...).CombinedOutput()
+	if err != nil {
+		c.Close()
+		return nil, fmt.Errorf("redis-cli --cluster create: %v\n%s", err, out)
+	}
+	deadline := time.Now().Add(20 * time.Second)
+	for _, s := range c.Nodes {
+		cl := s.Client()
+		for {
+			info, err := cl.ClusterInfo(context.Background()).Result()
+			if err == nil && strings.Contains(info, "cluster_state:ok") {
+				break
+			}
+			if time.Now().After(deadline) {
+				cl.Close()
+				c.Close()
+				return nil, fmt.Errorf("cluster on %v not ok within 20s: %v %s", addrs, err, info)
+			}
+			time.Sleep(100 * time.Millisecond)
+		}
+		cl.Close()
+	}
+	return c, nil
+}
+
+// URL names the cluster as PURGE_REDIS_URL does: one node, the others as addr parameters.
+func (c *Cluster) URL() string {
+	u := "redis://" + c.Nodes[0].Addr + "/?"
+	for i, s := range c.Nodes[1:] {
+		if i > 0 {
+			u += "&"
+		}
+		u += "addr=" + s.Addr
+	}
+	return u
+}
+
+// Close stops every node.
+func (c *Cluster) Close() {
+	for _, s := range c.Nodes {
+		s.Close()
 	}
 }

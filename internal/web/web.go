@@ -24,8 +24,8 @@ const UIPath = "/monitoring"
 
 // Options configure the handler.
 type Options struct {
-	// RedisURL is PURGE_REDIS_URL; the UI opens its own connections.
-	RedisURL string
+	// RedisConn is the Redis the UI opens its own connections to.
+	RedisConn asynq.RedisConnOpt
 	// User and Password protect the UI with basic auth when both are set.
 	User, Password string
 	// ReadOnly hides the UI's buttons that change tasks.
@@ -36,13 +36,9 @@ type Options struct {
 
 // Handler serves the worker's HTTP side. Close the returned closer on shutdown.
 func Handler(o Options) (http.Handler, func() error, error) {
-	conn, err := asynq.ParseRedisURI(o.RedisURL)
-	if err != nil {
-		return nil, nil, err
-	}
 	ui := asynqmon.New(asynqmon.Options{
 		RootPath:         UIPath,
-		RedisConnOpt:     conn,
+		RedisConnOpt:     o.RedisConn,
 		ReadOnly:         o.ReadOnly,
 		PayloadFormatter: asynqmon.PayloadFormatterFunc(tasks.Describe),
 	})

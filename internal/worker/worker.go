@@ -24,6 +24,7 @@ import (
 	"github.com/purgeq/purgeq/internal/logging"
 	"github.com/purgeq/purgeq/internal/metrics"
 	"github.com/purgeq/purgeq/internal/pipeline"
+	"github.com/purgeq/purgeq/internal/redisconn"
 	"github.com/purgeq/purgeq/internal/web"
 	"github.com/purgeq/purgeq/limits"
 	"github.com/purgeq/purgeq/purge"
@@ -47,20 +48,18 @@ const (
 // Run starts the worker and blocks until ctx ends, then shuts down
 // gracefully within cfg.ShutdownTimeout.
 func Run(ctx context.Context, cfg *config.Config, log zerolog.Logger) error {
-	opt, err := redis.ParseURL(cfg.RedisURL)
-	if err != nil {
-		return fmt.Errorf("PURGE_REDIS_URL: %w", err)
-	}
-	opt.PoolSize = cfg.WorkerConcurrency() + 16
 	// Ride out a Redis restart of up to ~20 s inside each command: a handler
 	// that fails mid-call would leave its task to asynq's lease recovery
 	// (60–120 s), and asynq v0.26's own re-sync of a failed ack uses a
 	// context it has already cancelled.
-	opt.MaxRetries, opt.MinRetryBackoff, opt.MaxRetryBackoff = 25, 50*time.Millisecond, time.Second
-	rdb := redis.NewClient(opt)
+	rdb, connOpt, err := redisconn.Open(cfg.RedisURL, redisconn.Tuning{PoolSize: cfg.WorkerConcurrency() + 16,
+		MaxRetries: 25, MinRetryBackoff: 50 * time.Millisecond, MaxRetryBackoff: time.Second})
+	if err != nil {
+		return fmt.Errorf("PURGE_REDIS_URL: %w", err)
+	}
 	defer rdb.Close()
 	if err := waitForRedis(ctx, rdb, 10*time.Second); err != nil {
-		return fmt.Errorf("redis at %s: %w", opt.Addr, err)
+		return fmt.Errorf("redis at %s: %w", redisconn.Describe(cfg.RedisURL), err)
 	}
 
 	if err := tasks.PublishZones(ctx, rdb, cfg.Zones); err != nil {
@@ -124,7 +123,7 @@ func Run(ctx context.Context, cfg *config.Config, log zerolog.Logger) error {
 		LogLevel:                 asynq.WarnLevel,
 	})
 
-	webHandler, closeWeb, err := web.Handler(web.Options{RedisURL: cfg.RedisURL, User: cfg.UIUser, Password: cfg.UIPassword,
+	webHandler, closeWeb, err := web.Handler(web.Options{RedisConn: connOpt, User: cfg.UIUser, Password: cfg.UIPassword,
 		ReadOnly: cfg.UIReadOnly, Gatherer: reg, Redis: rdb})
 	if err != nil {
 		return err
@@ -164,7 +163,7 @@ func Run(ctx context.Context, cfg *config.Config, log zerolog.Logger) error {
 	return nil
 }
 
-func waitForRedis(ctx context.Context, rdb *redis.Client, limit time.Duration) error {
+func waitForRedis(ctx context.Context, rdb redis.UniversalClient, limit time.Duration) error {
 	deadline := time.Now().Add(limit)
 	for {
 		err := rdb.Ping(ctx).Err()
