@@ -26,7 +26,7 @@ const Prefix = "PURGE"
 
 // Config is the whole configuration. Each field's desc is what --help prints.
 type Config struct {
-	RedisURL string `envconfig:"REDIS_URL" default:"redis://127.0.0.1:6379/0" desc:"Redis; rediss:// for TLS, user and password in the URL; a Redis Cluster as redis://node1:6379?addr=node2:6379&addr=node3:6379"`
+	RedisURL string `envconfig:"REDIS_URL" default:"redis://127.0.0.1:6379/0" desc:"Redis; rediss:// for TLS, user and password in the URL; a Redis Cluster as redis://node1:6379?addr=node2:6379&addr=node3:6379; Sentinels as redis://sentinel1:26379?addr=sentinel2:26379&master_name=mymaster"`
 
 	APIURL       string        `envconfig:"CLOUDFLARE_API_URL" default:"https://api.cloudflare.com/client/v4" desc:"Cloudflare API base URL"`
 	APIToken     string        `envconfig:"CLOUDFLARE_API_TOKEN" desc:"API token with Cache Purge permission (worker only; never logged)"`

@@ -196,3 +196,79 @@ func (c *Cluster) Close() {
 		s.Close()
 	}
 }
+
+// Sentinels is a master, one replica and three Sentinels watching them
+// under the name "mymaster".
+type Sentinels struct {
+	Master, Replica *Server
+	Sentinels       []*Server
+}
+
+// StartSentinels runs a replicated master with three Sentinels that fail
+// over one second after the master stops answering.
+func StartSentinels() (*Sentinels, error) {
+	master, err := start()
+	if err != nil {
+		return nil, err
+	}
+	host, port, _ := net.SplitHostPort(master.Addr)
+	replica, err := start("--replicaof", host, port)
+	if err != nil {
+		master.Close()
+		return nil, err
+	}
+	st := &Sentinels{Master: master, Replica: replica}
+	for range 3 {
+		s, err := startSentinel(master.Addr)
+		if err != nil {
+			st.Close()
+			return nil, err
+		}
+		st.Sentinels = append(st.Sentinels, s)
+	}
+	return st, nil
+}
+
+func startSentinel(masterAddr string) (*Server, error) {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return nil, err
+	}
+	port := l.Addr().(*net.TCPAddr).Port
+	l.Close()
+	dir, err := os.MkdirTemp("", "testsentinel")
+	if err != nil {
+		return nil, err
+	}
+	host, mport, _ := net.SplitHostPort(masterAddr)
+	conf := filepath.Join(dir, "sentinel.conf")
+	body := fmt.Sprintf("port %d\nbind 127.0.0.1\ndir %s\nsentinel monitor mymaster %s %s 2\nsentinel down-after-milliseconds mymaster 1000\nsentinel failover-timeout mymaster 5000\n", port, dir, host, mport)
+	if err := os.WriteFile(conf, []byte(body), 0o644); err != nil {
+		return nil, err
+	}
+	bin, err := exec.LookPath("redis-server")
+	if err != nil {
+		return nil, err
+	}
+	s := &Server{Addr: "127.0.0.1:" + strconv.Itoa(port), dir: dir, args: []string{conf, "--sentinel", "--logfile", filepath.Join(dir, "sentinel.log")}}
+	s.cmd = exec.Command(bin)
+	return s, s.start()
+}
+
+// URL names the Sentinels and the master as PURGE_REDIS_URL does.
+func (st *Sentinels) URL() string {
+	u := "redis://" + st.Sentinels[0].Addr + "/?master_name=mymaster"
+	for _, s := range st.Sentinels[1:] {
+		u += "&addr=" + s.Addr
+	}
+	return u
+}
+
+// Close stops everything.
+func (st *Sentinels) Close() {
+	for _, s := range append([]*Server{st.Master, st.Replica}, st.Sentinels...) {
+		if s != nil {
+			s.Close()
+		}
+	}
+}
