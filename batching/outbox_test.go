@@ -364,3 +364,33 @@ func TestDispatcherFairness(t *testing.T) {
 		time.Sleep(5 * time.Millisecond)
 	}
 }
+
+// TestMemoryPerWaitingURL measures the Redis memory one waiting URL costs
+// (issue 8's target is the URL's length + 100 bytes; this records where the
+// outbox stands, and fails only if it regresses past 3× the length + 200).
+func TestMemoryPerWaitingURL(t *testing.T) {
+	ob, rdb := newOutbox(t)
+	ctx := context.Background()
+	used := func() int64 {
+		info, err := rdb.InfoMap(ctx, "memory").Result()
+		if err != nil {
+			t.Fatal(err)
+		}
+		var n int64
+		fmt.Sscan(info["Memory"]["used_memory"], &n)
+		return n
+	}
+	before := used()
+	const n, per = 100000, 1000
+	length := 0
+	for r := 0; r < n/per; r++ {
+		items := urls(per, fmt.Sprintf("https://www.example.com/assets/%d/%%d/app.js", r))
+		length = len(items[0])
+		admit(t, ob, request(fmt.Sprintf("req-%d", r), false, "z", map[purge.Kind][]string{purge.Files: items}))
+	}
+	perURL := float64(used()-before) / n
+	t.Logf("%d waiting URLs of about %d bytes: %.0f bytes of Redis memory each (target %d)", n, length, perURL, length+100)
+	if perURL > float64(3*length+200) {
+		t.Errorf("%.0f bytes per waiting URL", perURL)
+	}
+}
