@@ -22,6 +22,7 @@ import (
 	"github.com/purgeq/purgeq/internal/config"
 	"github.com/purgeq/purgeq/internal/logging"
 	"github.com/purgeq/purgeq/internal/rate"
+	"github.com/purgeq/purgeq/internal/redisconn"
 	"github.com/purgeq/purgeq/internal/testredis"
 	"github.com/purgeq/purgeq/internal/testwait"
 	"github.com/purgeq/purgeq/internal/worker"
@@ -139,6 +140,25 @@ func setup(t *testing.T, sim cftest.Config, vars map[string]string) *env {
 	return &env{t: t, sim: s, rdb: rdb, vars: all,
 		client: tasks.NewClient(ac, tasks.ClientOptions{Zones: cfg.Zones}),
 		outbox: batching.NewOutbox(rdb, time.Hour)}
+}
+
+// onRedis points the env's producer and status reads at another Redis (a
+// cluster or Sentinels); the workers follow PURGE_REDIS_URL.
+func (e *env) onRedis(redisURL string) {
+	e.t.Helper()
+	e.t.Setenv("PURGE_REDIS_URL", redisURL)
+	rdb, _, err := redisconn.Open(redisURL, redisconn.Tuning{MaxRetries: 25, MaxRetryBackoff: time.Second})
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	ac := asynq.NewClientFromRedisClient(rdb)
+	e.t.Cleanup(func() { ac.Close(); rdb.Close() })
+	zones, err := tasks.ParseZones(e.vars["PURGE_ZONES"])
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	e.client = tasks.NewClient(ac, tasks.ClientOptions{Zones: zones})
+	e.outbox = batching.NewOutbox(rdb, time.Hour)
 }
 
 // startWorker runs a worker in this process until the test ends.
