@@ -66,8 +66,9 @@ type Client struct {
 type ClientOptions struct {
 	// Zones are the configured zones (PURGE_ZONES).
 	Zones Zones
-	// Retention keeps a processed request task, and so its idempotency
-	// key, this long. Zero means 24h.
+	// Retention keeps a processed request task that has an idempotency key,
+	// and so the key, this long (others are deleted once admitted, so that
+	// Redis does not hold every request's payload). Zero means 24h.
 	Retention time.Duration
 }
 
@@ -119,7 +120,7 @@ func (c *Client) Build(pr PurgeRequest) (*Request, error) {
 	if len(b.out) == 0 {
 		return nil, &purge.InvalidError{Items: []purge.Invalid{{Item: "", Reason: "the request names nothing to purge"}}}
 	}
-	return &Request{ID: requestID(pr.IdempotencyKey), EnqueuedAt: time.Now().UnixMilli(), Soft: pr.Soft, Zones: b.out}, nil
+	return &Request{ID: requestID(pr.IdempotencyKey), Idempotent: pr.IdempotencyKey != "", EnqueuedAt: time.Now().UnixMilli(), Soft: pr.Soft, Zones: b.out}, nil
 }
 
 // requestID derives the id from an idempotency key, else makes a random one.
@@ -141,8 +142,11 @@ func (c *Client) EnqueueBuilt(ctx context.Context, req *Request) (Receipt, error
 	}
 	payload := bytes.TrimSuffix(buf.Bytes(), []byte("\n"))
 	rc := Receipt{ID: req.ID, Items: req.Total()}
-	_, err := c.asynq.EnqueueContext(ctx, asynq.NewTask(TypeRequest, payload),
-		asynq.TaskID(req.ID), asynq.Queue(QueueRequests), asynq.MaxRetry(25), asynq.Retention(c.retention))
+	opts := []asynq.Option{asynq.TaskID(req.ID), asynq.Queue(QueueRequests), asynq.MaxRetry(25)}
+	if req.Idempotent {
+		opts = append(opts, asynq.Retention(c.retention))
+	}
+	_, err := c.asynq.EnqueueContext(ctx, asynq.NewTask(TypeRequest, payload), opts...)
 	switch {
 	case errors.Is(err, asynq.ErrTaskIDConflict):
 		rc.Duplicate = true

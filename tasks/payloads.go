@@ -33,6 +33,9 @@ type Request struct {
 	// EnqueuedAt is the producer's clock, Unix milliseconds.
 	EnqueuedAt int64 `json:"enqueued_at"`
 	Soft       bool  `json:"soft,omitempty"`
+	// Idempotent: the id comes from an idempotency key, so the processed
+	// task is kept (and the key reserved) for the retention.
+	Idempotent bool `json:"idempotent,omitempty"`
 	// Zones maps a zone id to its items by kind (Everything: ["*"]).
 	Zones map[string]map[purge.Kind][]string `json:"zones"`
 	// Chunks is set for a streamed request: its items wait in that many

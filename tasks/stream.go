@@ -27,7 +27,7 @@ type Stream struct {
 
 // NewStream starts a streamed request on rdb (the Redis the queue uses).
 func (c *Client) NewStream(rdb redis.Cmdable, soft bool, idempotencyKey string) *Stream {
-	return &Stream{c: c, rdb: rdb, req: Request{ID: requestID(idempotencyKey), Soft: soft}}
+	return &Stream{c: c, rdb: rdb, req: Request{ID: requestID(idempotencyKey), Idempotent: idempotencyKey != "", Soft: soft}}
 }
 
 // ID is the request id the stream will have.

@@ -42,7 +42,7 @@ const (
 	strandedAfter = 5 * time.Second
 	// callRetention keeps a finished call's task (visible in the UI, and
 	// its id reserved, so a late re-enqueue cannot send it twice).
-	callRetention = 30 * time.Minute
+	callRetention = 10 * time.Minute
 )
 
 // Run starts the worker and blocks until ctx ends, then shuts down
