@@ -3,7 +3,6 @@ package batching
 import (
 	"context"
 	"fmt"
-	"os"
 	"strings"
 	"sync"
 	"testing"
@@ -24,9 +23,7 @@ func TestMain(m *testing.M) { testredis.Main(m, &srv) }
 
 func newOutbox(t *testing.T) (*Outbox, *redis.Client) {
 	t.Helper()
-	opt, _ := redis.ParseURL(os.Getenv("PURGE_TEST_REDIS_URL"))
-	rdb := redis.NewClient(opt)
-	t.Cleanup(func() { rdb.Close() })
+	rdb := testredis.Connect(t)
 	testredis.Flush(t, rdb)
 	return NewOutbox(rdb, time.Hour), rdb
 }

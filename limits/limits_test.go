@@ -13,8 +13,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/redis/go-redis/v9"
-
 	"github.com/purgeq/purgeq/internal/rate"
 	"github.com/purgeq/purgeq/internal/testredis"
 	"github.com/purgeq/purgeq/limits"
@@ -26,17 +24,6 @@ var srv *testredis.Server
 
 func TestMain(m *testing.M) { testredis.Main(m, &srv) }
 
-func redisClient(t testing.TB) *redis.Client {
-	opt, err := redis.ParseURL(os.Getenv("PURGE_TEST_REDIS_URL"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	opt.PoolSize = 64
-	c := redis.NewClient(opt)
-	t.Cleanup(func() { c.Close() })
-	return c
-}
-
 // roomy is a config whose buckets never get in the way.
 func roomy(scope string, global rate.Rate, guard time.Duration) limits.Config {
 	big := limits.Bucket{Rate: rate.Per(1_000_000, time.Second), Burst: 1_000_000}
@@ -45,7 +32,7 @@ func roomy(scope string, global rate.Rate, guard time.Duration) limits.Config {
 
 func newLimiter(t testing.TB, cfg limits.Config) *limits.Limiter {
 	t.Helper()
-	l, err := limits.New(redisClient(t), cfg)
+	l, err := limits.New(testredis.Connect(t), cfg)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -55,7 +42,7 @@ func newLimiter(t testing.TB, cfg limits.Config) *limits.Limiter {
 func scopeName(t testing.TB) string { return fmt.Sprintf("%s-%d", t.Name(), time.Now().UnixNano()) }
 
 func TestNewRejectsBadConfig(t *testing.T) {
-	_, err := limits.New(redisClient(t), limits.Config{Flex: limits.Bucket{Burst: 1}})
+	_, err := limits.New(testredis.Connect(t), limits.Config{Flex: limits.Bucket{Burst: 1}})
 	for _, want := range []string{"Scope is empty", "global limit", "flex bucket", "URL bucket"} {
 		if err == nil || !strings.Contains(err.Error(), want) {
 			t.Errorf("error %v does not mention %q", err, want)
@@ -363,7 +350,7 @@ func TestCooldownFor(t *testing.T) {
 	cfg := roomy("x", rate.Per(10, time.Second), 0)
 	cfg.Flex = limits.Bucket{Rate: rate.Per(5, time.Minute), Burst: 25}
 	cfg.URL = limits.Bucket{Rate: rate.Per(800, time.Second), Burst: 800}
-	l, err := limits.New(redisClient(t), cfg)
+	l, err := limits.New(testredis.Connect(t), cfg)
 	if err != nil {
 		t.Fatal(err)
 	}

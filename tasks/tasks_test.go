@@ -4,12 +4,10 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
-	"os"
 	"strings"
 	"testing"
 
 	"github.com/hibiken/asynq"
-	"github.com/redis/go-redis/v9"
 
 	"github.com/purgeq/purgeq/internal/testredis"
 	"github.com/purgeq/purgeq/purge"
@@ -112,9 +110,7 @@ func TestBuild(t *testing.T) {
 }
 
 func TestEnqueueIdempotency(t *testing.T) {
-	opt, _ := redis.ParseURL(os.Getenv("PURGE_TEST_REDIS_URL"))
-	rdb := redis.NewClient(opt)
-	defer rdb.Close()
+	rdb := testredis.Connect(t)
 	ac := asynq.NewClientFromRedisClient(rdb)
 	c := tasks.NewClient(ac, tasks.ClientOptions{Zones: mustZones(t, "example.com=id1")})
 	pr := tasks.PurgeRequest{Files: tasks.URLs("https://example.com/a"), IdempotencyKey: "deploy-42"}

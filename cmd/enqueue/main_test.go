@@ -32,9 +32,7 @@ const zones = "example.com=zone-com,example.org=zone-org"
 
 func setup(t testing.TB) *redis.Client {
 	t.Helper()
-	opt, _ := redis.ParseURL(srv.URL())
-	rdb := redis.NewClient(opt)
-	t.Cleanup(func() { rdb.Close() })
+	rdb := testredis.Connect(t)
 	testredis.Flush(t, rdb)
 	t.Setenv("PURGE_REDIS_URL", srv.URL())
 	t.Setenv("PURGE_ZONES", zones)

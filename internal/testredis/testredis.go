@@ -125,6 +125,20 @@ func Main(m *testing.M, srv **Server) {
 	os.Exit(code)
 }
 
+// Connect opens the test binary's server (PURGE_TEST_REDIS_URL, also set in
+// child processes) and closes the client when the test ends.
+func Connect(t testing.TB) *redis.Client {
+	t.Helper()
+	opt, err := redis.ParseURL(os.Getenv("PURGE_TEST_REDIS_URL"))
+	if err != nil {
+		t.Fatalf("PURGE_TEST_REDIS_URL: %v (is TestMain testredis.Main?)", err)
+	}
+	opt.PoolSize = 64
+	c := redis.NewClient(opt)
+	t.Cleanup(func() { c.Close() })
+	return c
+}
+
 // Flush empties the database between tests.
 func Flush(t testing.TB, c *redis.Client) {
 	t.Helper()

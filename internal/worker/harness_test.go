@@ -87,9 +87,7 @@ func roomyPlan() purge.Plan {
 
 func setup(t *testing.T, sim cftest.Config, vars map[string]string) *env {
 	t.Helper()
-	opt, _ := redis.ParseURL(os.Getenv("PURGE_TEST_REDIS_URL"))
-	rdb := redis.NewClient(opt)
-	t.Cleanup(func() { rdb.Close() })
+	rdb := testredis.Connect(t)
 	testredis.Flush(t, rdb)
 
 	sim.Token = token
