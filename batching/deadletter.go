@@ -63,7 +63,7 @@ func (o *Outbox) DeadIDs(ctx context.Context) ([]string, error) {
 //
 // KEYS[1] dead-letter hash, KEYS[2] dead-letter times, KEYS[3] lanes set.
 // ARGV[1] prefix, ARGV[2…] entry ids. Returns the number of entries retried.
-var retryCmd = redis.NewScript(luaClock + `
+var retryCmd = redis.NewScript(luaClock + luaLanes + `
 local P = ARGV[1]
 local n = 0
 for i = 2, #ARGV do
@@ -73,7 +73,6 @@ for i = 2, #ARGV do
     local soft = '0'
     if e.soft == true then soft = '1' end
     local lane = e.zone .. '|' .. e.kind .. '|' .. soft
-    local lk, sk = P .. 'lane:' .. lane, P .. 'src:' .. lane
     local reqs = {}
     if type(e.requests) == 'table' then reqs = e.requests end
     for _, rid in ipairs(reqs) do
@@ -84,11 +83,7 @@ for i = 2, #ARGV do
         redis.call('PERSIST', rk)
       end
     end
-    local src = table.concat(reqs, ' ')
-    if redis.call('ZADD', lk, 'NX', exact(now), e.item) == 0 then
-      src = (redis.call('HGET', sk, e.item) or '') .. ' ' .. src
-    end
-    redis.call('HSET', sk, e.item, src)
+    admitInto(P, lane, table.concat(reqs, ' '), {e.item}, 1, 1)
     redis.call('SADD', KEYS[3], lane)
     redis.call('HDEL', KEYS[1], ARGV[i])
     redis.call('ZREM', KEYS[2], ARGV[i])

@@ -1,8 +1,9 @@
 // Package batching coalesces purge items at dispatch time.
 //
-// Items wait in an outbox in Redis: one sorted set per zone, kind and
-// soft/hard ("lane"), so an item waiting twice is stored once, scored by when
-// it was first enqueued. A purge-everything for a zone supersedes what waits
+// Items wait in an outbox in Redis: one list per zone, kind and soft/hard
+// ("lane"), in the order they were admitted, beside a set of their digests
+// so that an item waiting twice is stored once (the layout is described at
+// luaLanes). A purge-everything for a zone supersedes what waits
 // for that zone (the requests that asked for those items are credited as
 // superseded, not silently dropped) and covers what arrives while it waits.
 //

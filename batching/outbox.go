@@ -34,7 +34,6 @@ var (
 	// died (recovered by asynq only after its lease) block no one else.
 	keyOutstanding = func(s purge.Scope, owner string) string { return prefix + "outstanding:" + string(s) + ":" + owner }
 	keyRequest     = func(id string) string { return prefix + "req:" + id }
-	keyLane        = func(l Lane) string { return prefix + "lane:" + l.id() }
 )
 
 // Lane is one zone, kind and soft/hard combination: the unit of coalescing.
@@ -110,6 +109,103 @@ local function creditSources(sources, field)
 end
 `
 
+// luaLanes holds what the scripts that add to or take from lanes share
+// (it needs luaClock before it). A lane is four keys:
+//
+//   - lane:<id>, a list of the waiting items in admission order;
+//   - has:<id>, a set of their SHA-1 digests (20 bytes), so that an item
+//     waiting twice is stored once;
+//   - grp:<id>, a hash from admission number to "ms count rid…" (when the
+//     admission's count items were admitted, and for which requests), with
+//     head (the admission of the list's first item) and taken (how many of
+//     head's items already left) and the counter n;
+//   - dup:<id>, a hash from an item to the further requests that asked for
+//     it while it waited.
+//
+// An item costs its list entry and its digest; the rest is shared by its
+// admission. (A sorted set scored by admission costs about 100 bytes an
+// item more than the item; this layout about 80.)
+const luaLanes = `
+local function laneKeys(P, lane)
+  return P .. 'lane:' .. lane, P .. 'has:' .. lane, P .. 'grp:' .. lane, P .. 'dup:' .. lane
+end
+local function hexByte(x) return string.char(tonumber(x, 16)) end
+local function digest(item) return (string.gsub(redis.sha1hex(item), '..', hexByte)) end
+local function forgetLane(P, lane, lanesKey)
+  redis.call('DEL', laneKeys(P, lane))
+  redis.call('SREM', lanesKey, lane)
+end
+-- admitInto adds items[from..to] to a lane for the requests in src
+-- (space-separated) and returns how many were not waiting already.
+local function admitInto(P, lane, src, items, from, to)
+  local lk, hk, gk, dk = laneKeys(P, lane)
+  local fresh = {}
+  for j = from, to do
+    if redis.call('SADD', hk, digest(items[j])) == 1 then
+      fresh[#fresh + 1] = items[j]
+    else
+      local d = redis.call('HGET', dk, items[j])
+      if d then d = d .. ' ' .. src else d = src end
+      redis.call('HSET', dk, items[j], d)
+    end
+  end
+  if #fresh == 0 then return 0 end
+  for j = 1, #fresh, 1000 do
+    redis.call('RPUSH', lk, unpack(fresh, j, math.min(j + 999, #fresh)))
+  end
+  local seq = redis.call('HINCRBY', gk, 'n', 1)
+  redis.call('HSETNX', gk, 'head', seq)
+  redis.call('HSET', gk, seq, exact(now) .. ' ' .. #fresh .. ' ' .. src)
+  return #fresh
+end
+-- admission reads an admission's record: ms, count, requests.
+local function admission(gk, seq)
+  local ms, count, src = string.match(redis.call('HGET', gk, exact(seq)) or '', '^(%d+) (%d+) ?(.-)%s*$')
+  -- a missing record (never expected) ends the walk instead of looping
+  if not ms then return now, math.huge, '' end
+  return tonumber(ms), tonumber(count), src
+end
+-- oldestAt is when the lane's first item was admitted (ms).
+local function oldestAt(gk)
+  local ms = admission(gk, tonumber(redis.call('HGET', gk, 'head')) or 0)
+  return ms
+end
+-- take accounts for items that left the head of a lane (popped or
+-- superseded): it returns their requests and moves the head past them.
+local function take(P, lane, items)
+  local _, hk, gk, dk = laneKeys(P, lane)
+  local seq = tonumber(redis.call('HGET', gk, 'head')) or 1
+  local taken = tonumber(redis.call('HGET', gk, 'taken')) or 0
+  local _, count, src = admission(gk, seq)
+  local dups = redis.call('EXISTS', dk) == 1
+  local sources = {}
+  for j, item in ipairs(items) do
+    while taken >= count do
+      redis.call('HDEL', gk, exact(seq))
+      seq, taken = seq + 1, 0
+      _, count, src = admission(gk, seq)
+    end
+    taken = taken + 1
+    local s = src
+    if dups then
+      local d = redis.call('HGET', dk, item)
+      if d then
+        s = s .. ' ' .. d
+        redis.call('HDEL', dk, item)
+      end
+    end
+    sources[j] = s
+    redis.call('SREM', hk, digest(item))
+  end
+  if taken >= count then
+    redis.call('HDEL', gk, exact(seq))
+    seq, taken = seq + 1, 0
+  end
+  redis.call('HSET', gk, 'head', exact(seq), 'taken', taken)
+  return sources
+end
+`
+
 // admitCmd puts one chunk of a request's items into their lanes (a request
 // has one chunk unless it was streamed).
 //
@@ -119,12 +215,11 @@ end
 // chunk count, then groups: zone, kind, n, n items (a zone's everything
 // group first).
 // Returns 1, or 0 if the chunk was admitted before (a retried task).
-var admitCmd = redis.NewScript(luaCredit + `
+var admitCmd = redis.NewScript(luaCredit + luaLanes + `
 local rid, soft = ARGV[3], ARGV[5]
--- Items are scored by admission, not by the producer's clock: when
+-- Items are aged by admission, not by the producer's clock: when
 -- admission lags behind a burst, items must not arrive already "ready"
 -- and leave in partial chunks.
-local at = now
 local reqk = P .. 'req:' .. rid
 local mark = 'chunk:' .. ARGV[7]
 if redis.call('HEXISTS', reqk, mark) == 1 then return 0 end
@@ -140,16 +235,12 @@ local function laneOf(zone, kind, s) return zone .. '|' .. kind .. '|' .. s end
 -- covers: a hard purge-everything covers hard and soft items; a soft one
 -- only soft items.
 local function covers(everythingSoft, itemSoft) return everythingSoft == '0' or itemSoft == '1' end
-local function waiting(lane) return redis.call('ZCARD', P .. 'lane:' .. lane) > 0 end
+local function waiting(lane) return redis.call('EXISTS', P .. 'lane:' .. lane) == 1 end
 local function drain(lane)
-  local lk, sk = P .. 'lane:' .. lane, P .. 'src:' .. lane
-  local items = redis.call('ZRANGE', lk, 0, -1)
+  local items = redis.call('LRANGE', P .. 'lane:' .. lane, 0, -1)
   if #items == 0 then return end
-  local sources = {}
-  for i, item in ipairs(items) do sources[i] = redis.call('HGET', sk, item) or '' end
-  creditSources(sources, 'superseded')
-  redis.call('DEL', lk, sk)
-  redis.call('SREM', KEYS[1], lane)
+  creditSources(take(P, lane, items), 'superseded')
+  forgetLane(P, lane, KEYS[1])
 end
 
 local superseded = 0
@@ -174,15 +265,7 @@ while i <= #ARGV do
         end
       end
     end
-    local lk, sk = P .. 'lane:' .. own, P .. 'src:' .. own
-    for j = i, i + n - 1 do
-      local item = ARGV[j]
-      if redis.call('ZADD', lk, 'NX', exact(at), item) == 1 then
-        redis.call('HSET', sk, item, rid)
-      else
-        redis.call('HSET', sk, item, (redis.call('HGET', sk, item) or '') .. ' ' .. rid)
-      end
-    end
+    admitInto(P, own, rid, ARGV, i, i + n - 1)
     redis.call('SADD', KEYS[1], own)
   end
   i = i + n
@@ -233,32 +316,27 @@ func (o *Outbox) Admit(ctx context.Context, r *tasks.Request, chunk, chunks int)
 // Returns {status, value, server ms}: status 1 popped (value: the call
 // payload), 0 window full, -1 lane empty, -2 partial chunk not ready (value:
 // ms when it will be), -3 partial chunk ready (value: its size) but not allowed.
-var popCmd = redis.NewScript(luaClock + `
+var popCmd = redis.NewScript(luaClock + luaLanes + `
 local P, lane, cap, wait = ARGV[1], ARGV[2], tonumber(ARGV[3]), tonumber(ARGV[4])
 redis.call('ZREMRANGEBYSCORE', KEYS[4], '-inf', exact(now - tonumber(ARGV[7])))
 if redis.call('ZCARD', KEYS[4]) >= tonumber(ARGV[6]) then return {0, '', now} end
-local lk, sk = P .. 'lane:' .. lane, P .. 'src:' .. lane
-local n = redis.call('ZCARD', lk)
+local lk, _, gk = laneKeys(P, lane)
+local n = redis.call('LLEN', lk)
 if n == 0 then
-  redis.call('SREM', KEYS[1], lane)
+  forgetLane(P, lane, KEYS[1])
   return {-1, '', now}
 end
+local oldest = oldestAt(gk)
 if n < cap then
-  local readyAt = tonumber(redis.call('ZRANGE', lk, 0, 0, 'WITHSCORES')[2]) + wait
+  local readyAt = oldest + wait
   if readyAt > now then return {-2, exact(readyAt), now} end
   if ARGV[5] ~= '1' then return {-3, tostring(n), now} end
 end
-local popped = redis.call('ZPOPMIN', lk, cap)
-local items, sources = {}, {}
-for j = 1, #popped, 2 do
-  local item = popped[j]
-  items[#items + 1] = item
-  sources[#sources + 1] = redis.call('HGET', sk, item) or ''
-  redis.call('HDEL', sk, item)
-end
-if n <= cap then redis.call('SREM', KEYS[1], lane) end
+local items = redis.call('LPOP', lk, cap)
+local sources = take(P, lane, items)
+if n <= cap then forgetLane(P, lane, KEYS[1]) end
 local rec = cjson.encode({id = ARGV[8], zone = ARGV[9], kind = ARGV[10], soft = ARGV[11] == '1',
-  items = items, sources = sources, oldest = tonumber(popped[2]), owner = ARGV[12]})
+  items = items, sources = sources, oldest = oldest, owner = ARGV[12]})
 redis.call('HSET', KEYS[2], ARGV[8], rec)
 redis.call('ZADD', KEYS[3], exact(now), ARGV[8])
 redis.call('ZADD', KEYS[4], exact(now), ARGV[8])
@@ -455,29 +533,42 @@ type LaneStat struct {
 	Oldest time.Time
 }
 
+// laneStatsCmd reports each lane's depth and when its oldest item was
+// admitted (ms; 0 when empty).
+//
+// KEYS[1] lanes set (for routing). ARGV[1] prefix, ARGV[2…] lane ids.
+// Returns {depth, oldest, depth, oldest, …}.
+var laneStatsCmd = redis.NewScript(luaClock + luaLanes + `
+local out = {}
+for i = 2, #ARGV do
+  local lk, _, gk = laneKeys(ARGV[1], ARGV[i])
+  local n = redis.call('LLEN', lk)
+  out[#out + 1] = n
+  out[#out + 1] = 0
+  if n > 0 then out[#out] = oldestAt(gk) end
+end
+return out
+`)
+
 // LaneStats reports every lane's depth and oldest item.
 func (o *Outbox) LaneStats(ctx context.Context) ([]LaneStat, error) {
 	lanes, err := o.Lanes(ctx)
-	if err != nil {
+	if err != nil || len(lanes) == 0 {
 		return nil, err
 	}
-	cmds := make([]*redis.ZSliceCmd, len(lanes))
-	depths := make([]*redis.IntCmd, len(lanes))
-	_, err = o.rdb.Pipelined(ctx, func(p redis.Pipeliner) error {
-		for i, l := range lanes {
-			depths[i] = p.ZCard(ctx, keyLane(l))
-			cmds[i] = p.ZRangeWithScores(ctx, keyLane(l), 0, 0)
-		}
-		return nil
-	})
+	args := []any{prefix}
+	for _, l := range lanes {
+		args = append(args, l.id())
+	}
+	res, err := laneStatsCmd.Run(ctx, o.rdb, []string{keyLanes}, args...).Int64Slice()
 	if err != nil {
-		return nil, err
+		return nil, fmt.Errorf("reading lane stats: %w", err)
 	}
 	out := make([]LaneStat, 0, len(lanes))
 	for i, l := range lanes {
-		st := LaneStat{Lane: l, Depth: depths[i].Val()}
-		if z := cmds[i].Val(); len(z) == 1 {
-			st.Oldest = time.UnixMilli(int64(z[0].Score))
+		st := LaneStat{Lane: l, Depth: res[2*i]}
+		if ms := res[2*i+1]; ms > 0 {
+			st.Oldest = time.UnixMilli(ms)
 		}
 		out = append(out, st)
 	}
