@@ -28,6 +28,10 @@ type DispatcherConfig struct {
 	// BatchWait is the longest a partial chunk waits for more items when
 	// the limits have room.
 	BatchWait time.Duration
+	// EagerFull sends a full chunk at once. Otherwise it too leaves only
+	// once its oldest item has waited BatchWait, so that what a burst
+	// requests again meanwhile goes out once.
+	EagerFull bool
 	// Window is the most outstanding calls per limit scope of this
 	// dispatcher (each worker process runs one).
 	Window int
@@ -156,7 +160,7 @@ func (d *Dispatcher) tryLane(ctx context.Context, lane Lane) (PopStatus, error) 
 	if time.Now().Before(d.notBefore[lane]) {
 		return NotReady, nil
 	}
-	req := PopRequest{Lane: lane, Cap: d.cfg.Caps(lane.Kind), Wait: d.cfg.BatchWait, Window: d.cfg.Window, Lease: d.cfg.Lease, Owner: d.id}
+	req := PopRequest{Lane: lane, Cap: d.cfg.Caps(lane.Kind), Wait: d.cfg.BatchWait, Eager: d.cfg.EagerFull, Window: d.cfg.Window, Lease: d.cfg.Lease, Owner: d.id}
 	res, err := d.ob.Pop(ctx, req)
 	if err != nil {
 		return 0, err

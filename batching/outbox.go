@@ -312,10 +312,12 @@ func (o *Outbox) Admit(ctx context.Context, r *tasks.Request, chunk, chunks int)
 // ARGV[1] prefix, ARGV[2] lane id, ARGV[3] cap, ARGV[4] batch wait ms,
 // ARGV[5] "1" to allow a partial chunk, ARGV[6] window (most outstanding
 // calls), ARGV[7] lease ms, ARGV[8] call id, ARGV[9] zone, ARGV[10] kind,
-// ARGV[11] soft "0"|"1", ARGV[12] the dispatcher's id.
+// ARGV[11] soft "0"|"1", ARGV[12] the dispatcher's id, ARGV[13] "1" to pop a
+// full chunk before its oldest item has waited.
 // Returns {status, value, server ms}: status 1 popped (value: the call
 // payload), 0 window full, -1 lane empty, -2 partial chunk not ready (value:
-// ms when it will be), -3 partial chunk ready (value: its size) but not allowed.
+// ms when it will be; also a full chunk unless ARGV[13] is "1"), -3 partial
+// chunk ready (value: its size) but not allowed.
 var popCmd = redis.NewScript(luaClock + luaLanes + `
 local P, lane, cap, wait = ARGV[1], ARGV[2], tonumber(ARGV[3]), tonumber(ARGV[4])
 redis.call('ZREMRANGEBYSCORE', KEYS[4], '-inf', exact(now - tonumber(ARGV[7])))
@@ -327,10 +329,10 @@ if n == 0 then
   return {-1, '', now}
 end
 local oldest = oldestAt(gk)
-if n < cap then
+if n < cap or ARGV[13] ~= '1' then
   local readyAt = oldest + wait
   if readyAt > now then return {-2, exact(readyAt), now} end
-  if ARGV[5] ~= '1' then return {-3, tostring(n), now} end
+  if n < cap and ARGV[5] ~= '1' then return {-3, tostring(n), now} end
 end
 local items = redis.call('LPOP', lk, cap)
 local sources = take(P, lane, items)
@@ -351,7 +353,7 @@ const (
 	Popped PopStatus = iota + 1
 	WindowFull
 	LaneEmpty
-	NotReady     // a partial chunk whose oldest item has not waited long enough
+	NotReady     // a chunk whose oldest item has not waited long enough
 	PartialReady // a partial chunk that may go if the limits allow it
 )
 
@@ -361,8 +363,12 @@ type PopRequest struct {
 	Cap          int
 	Wait         time.Duration
 	AllowPartial bool
-	Window       int
-	Lease        time.Duration
+	// Eager pops a full chunk at once; otherwise a full chunk too waits
+	// until its oldest item has waited Wait, so that items requested
+	// again meanwhile go out once.
+	Eager  bool
+	Window int
+	Lease  time.Duration
 	// Owner identifies the dispatcher whose window the call counts in.
 	Owner string
 }
@@ -391,7 +397,7 @@ func (o *Outbox) Pop(ctx context.Context, p PopRequest) (PopResult, error) {
 	res, err := popCmd.Run(ctx, o.rdb,
 		[]string{keyLanes, keyInflight, keyInflightAt, keyOutstanding(p.Lane.Scope(), p.Owner)},
 		prefix, p.Lane.id(), p.Cap, p.Wait.Milliseconds(), flag(p.AllowPartial), p.Window, p.Lease.Milliseconds(),
-		id, p.Lane.Zone, string(p.Lane.Kind), soft, p.Owner).Slice()
+		id, p.Lane.Zone, string(p.Lane.Kind), soft, p.Owner, flag(p.Eager)).Slice()
 	if err != nil {
 		return PopResult{}, fmt.Errorf("popping %s: %w", p.Lane.id(), err)
 	}

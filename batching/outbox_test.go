@@ -80,7 +80,8 @@ func urls(n int, format string) []string {
 }
 
 // TestCoalescing: items waiting twice are stored once and credited to
-// both requests; a full chunk leaves at once, a partial one after the wait.
+// both requests; a full chunk leaves after the wait (at once if eager), a
+// partial one after the wait.
 func TestCoalescing(t *testing.T) {
 	ob, _ := newOutbox(t)
 	ctx := context.Background()
@@ -91,7 +92,11 @@ func TestCoalescing(t *testing.T) {
 		t.Error("a request was admitted twice")
 	}
 
-	_, call := pop(t, ob, PopRequest{Lane: files, Cap: 100, Wait: time.Hour})
+	// A full chunk waits too, unless eager.
+	if res, _ := pop(t, ob, PopRequest{Lane: files, Cap: 100, Wait: time.Hour}); res.Status != NotReady || res.ReadyIn < 59*time.Minute {
+		t.Fatalf("full chunk before the wait: %+v", res)
+	}
+	_, call := pop(t, ob, PopRequest{Lane: files, Cap: 100, Wait: time.Hour, Eager: true})
 	if call == nil || len(call.Items) != 100 || call.Kind != purge.Files || call.Zone != "z" {
 		t.Fatalf("full chunk: %+v", call)
 	}
@@ -227,9 +232,9 @@ func TestEverythingSupersedes(t *testing.T) {
 	if got := strings.Join(sortStrings(ids), " "); got != "y|tags|0 z|everything|0" {
 		t.Errorf("lanes = %s", got)
 	}
-	_, call := pop(t, ob, PopRequest{Lane: Lane{Zone: "z", Kind: purge.Everything}, Cap: 1, Wait: time.Hour})
+	_, call := pop(t, ob, PopRequest{Lane: Lane{Zone: "z", Kind: purge.Everything}, Cap: 1, Wait: time.Hour, Eager: true})
 	if call == nil || call.Items[0] != purge.EverythingKey {
-		t.Fatalf("purge-everything did not leave at once: %+v", call)
+		t.Fatalf("an eager purge-everything (a full chunk) did not leave at once: %+v", call)
 	}
 }
 

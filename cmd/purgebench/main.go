@@ -6,7 +6,7 @@
 // against the lower bound, items purged, 429s, blocks, time to the last
 // purge, latency and memory, as a table, JSON and one PNG chart a workload.
 //
-//	go run ./cmd/purgebench [-size 0.1] [-scale 60] [-workloads cms-burst,deploy] [-out bench-results]
+//	go run ./cmd/purgebench [-size 1] [-scale 10] [-workloads cms-burst,deploy] [-out bench-results]
 package main
 
 import (
@@ -27,11 +27,16 @@ import (
 	"github.com/purgeq/purgeq/batching"
 	"github.com/purgeq/purgeq/internal/rate"
 	"github.com/purgeq/purgeq/internal/testredis"
+	"github.com/purgeq/purgeq/internal/worker"
 	"github.com/purgeq/purgeq/purge"
 	"github.com/purgeq/purgeq/purge/cftest"
 )
 
 const token = "bench-token"
+
+// configuredLimit is the global limit purgeq's workers are given per 5
+// minutes: below Cloudflare's 1,200, leaving headroom as CONTRACT.md asks.
+const configuredLimit = 1000
 
 func zoneID(name string) string { return "zone-" + strings.Split(name, ".")[0] }
 
@@ -57,10 +62,10 @@ func (b *bench) workerEnv() map[string]string {
 	return map[string]string{
 		"PURGE_REDIS_URL": b.url, "PURGE_CLOUDFLARE_API_URL": b.sim.URL, "PURGE_CLOUDFLARE_API_TOKEN": token,
 		"PURGE_ZONES": strings.Join(zones, ","), "PURGE_PLAN": "free", "PURGE_HTTP_ADDR": "127.0.0.1:0", "PURGE_LOG_LEVEL": "error",
-		"PURGE_GLOBAL_LIMIT": rate.Per(1000, b.global.Per).String(), "PURGE_COOLDOWN": b.block.String(),
+		"PURGE_GLOBAL_LIMIT": rate.Per(configuredLimit, b.global.Per).String(), "PURGE_COOLDOWN": b.block.String(),
 		"PURGE_FLEX_LIMIT": b.plan.FlexRate.String(), "PURGE_FLEX_BURST": fmt.Sprint(b.plan.FlexBurst),
 		"PURGE_URL_LIMIT": b.plan.URLRate.String(), "PURGE_URL_BURST": fmt.Sprint(b.plan.URLBurst),
-		"PURGE_BATCH_WAIT":  (2 * time.Second / time.Duration(b.scale)).String(),
+		"PURGE_BATCH_WAIT":  time.Duration(float64(2*time.Second) / b.scale).String(),
 		"PURGE_INLINE_WAIT": (2 * time.Second).String(),
 	}
 }
@@ -69,6 +74,7 @@ func (b *bench) workerEnv() map[string]string {
 type result struct {
 	Workload    string  `json:"workload"`
 	Strategy    string  `json:"strategy"`
+	Scale       float64 `json:"time_scale"`
 	Calls       int     `json:"calls"`
 	LowerBound  int     `json:"lower_bound"`
 	Ratio       float64 `json:"calls_per_lower_bound"`
@@ -81,19 +87,34 @@ type result struct {
 	LastPurgeSec   float64 `json:"last_purge_seconds"`
 	P50Sec         float64 `json:"latency_p50_seconds"`
 	P99Sec         float64 `json:"latency_p99_seconds"`
-	RedisPeakMiB   float64 `json:"redis_peak_mib"`
-	HeapPeakMiB    float64 `json:"heap_peak_mib"`
+	// BusiestWindow is the most accepted calls in any 5-minute window;
+	// WindowUse divides it by purgeq's configured limit.
+	BusiestWindow int     `json:"busiest_window_calls"`
+	WindowUse     float64 `json:"busiest_window_per_configured_limit"`
+	RedisPeakMiB  float64 `json:"redis_peak_mib"`
+	HeapPeakMiB   float64 `json:"heap_peak_mib"`
 	// Timeline counts calls reaching the API per real minute.
 	Timeline []int `json:"calls_per_minute"`
 }
 
 func main() {
-	size := flag.Float64("size", 0.1, "workload size: 1 is the documented size (200,000-URL deploy, 3,000-event burst)")
-	scale := flag.Float64("scale", 60, "time scale: 60 runs 5 minutes of Cloudflare time in 5 seconds")
+	if os.Getenv(childEnv) != "" {
+		os.Exit(worker.RunFromEnv())
+	}
+	size := flag.Float64("size", 1, "workload size: 1 is the documented size (200,000-URL deploy, 3,000-event burst)")
+	scale := flag.Float64("scale", 0, "time scale for every workload: 60 runs 5 minutes of Cloudflare time in 5 seconds (default: cms-burst 1, deploy 10, trickle 60, mixed-day 10)")
 	only := flag.String("workloads", "", "comma-separated workloads (default all: cms-burst, deploy, trickle, mixed-day)")
 	which := flag.String("strategies", "", "comma-separated strategies (default all)")
 	out := flag.String("out", "bench-results", "directory for results.json and the charts")
+	waiting := flag.Int("backlog", 0, "instead of the workloads, queue this many URLs while the limits let almost nothing out, and report Redis memory per waiting URL and the worker's RSS")
 	flag.Parse()
+	if *waiting > 0 {
+		if err := backlog(*waiting); err != nil {
+			fmt.Fprintln(os.Stderr, "purgebench:", err)
+			os.Exit(1)
+		}
+		return
+	}
 	if err := run(*size, *scale, *only, *which, *out); err != nil {
 		fmt.Fprintln(os.Stderr, "purgebench:", err)
 		os.Exit(1)
@@ -123,7 +144,7 @@ func run(size, scale float64, only, which, out string) error {
 				continue
 			}
 			fmt.Fprintf(os.Stderr, "purgebench: %s × %s…\n", w.Name, s.Name)
-			r, err := runOne(rdb, srv.URL(), scale, w, s)
+			r, err := runOne(rdb, srv.URL(), w.Scale, w, s)
 			if err != nil {
 				return fmt.Errorf("%s × %s: %w", w.Name, s.Name, err)
 			}
@@ -190,11 +211,7 @@ func sampleMemory(ctx context.Context, rdb *redis.Client) func() (float64, float
 			var ms runtime.MemStats
 			runtime.ReadMemStats(&ms)
 			heapPeak = max(heapPeak, ms.HeapInuse)
-			if info, err := rdb.InfoMap(context.Background(), "memory").Result(); err == nil {
-				var used uint64
-				fmt.Sscan(info["Memory"]["used_memory"], &used)
-				redisPeak = max(redisPeak, used)
-			}
+			redisPeak = max(redisPeak, uint64(usedMemory(context.Background(), rdb)))
 			select {
 			case <-ctx.Done():
 				return
@@ -210,10 +227,10 @@ func sampleMemory(ctx context.Context, rdb *redis.Client) func() (float64, float
 
 func printTable(rs []result) {
 	tw := tabwriter.NewWriter(os.Stdout, 1, 0, 2, ' ', tabwriter.AlignRight)
-	fmt.Fprintln(tw, "workload\tstrategy\tcalls\tlower bound\tcalls÷bound\tpurged\t429s\tblocks\tblocked s\tlast purge s\tp50 s\tp99 s\tRedis MiB\theap MiB\t")
+	fmt.Fprintln(tw, "workload\tstrategy\tscale\tcalls\tlower bound\tcalls÷bound\tpurged\t429s\tblocks\tblocked s\tlast purge s\tp50 s\tp99 s\tbusiest 5 min\t÷ limit\tRedis MiB\theap MiB\t")
 	for _, r := range rs {
-		fmt.Fprintf(tw, "%s\t%s\t%d\t%d\t%.3f\t%d/%d\t%d\t%d\t%.0f\t%.0f\t%.1f\t%.1f\t%.1f\t%.1f\t\n", r.Workload, r.Strategy, r.Calls, r.LowerBound, r.Ratio,
-			r.Purged, r.Requested, r.RateLimited, r.Blocks, r.BlockedSeconds, r.LastPurgeSec, r.P50Sec, r.P99Sec, r.RedisPeakMiB, r.HeapPeakMiB)
+		fmt.Fprintf(tw, "%s\t%s\t%.0f\t%d\t%d\t%.3f\t%d/%d\t%d\t%d\t%.0f\t%.0f\t%.1f\t%.1f\t%d\t%.3f\t%.1f\t%.1f\t\n", r.Workload, r.Strategy, r.Scale, r.Calls, r.LowerBound, r.Ratio,
+			r.Purged, r.Requested, r.RateLimited, r.Blocks, r.BlockedSeconds, r.LastPurgeSec, r.P50Sec, r.P99Sec, r.BusiestWindow, r.WindowUse, r.RedisPeakMiB, r.HeapPeakMiB)
 	}
 	tw.Flush()
 }

@@ -36,7 +36,7 @@ func measure(w workload, name string, start time.Time, b *bench, scale float64) 
 	for k := range requested {
 		perLane[[2]string{k.zone, string(k.kind)}]++
 	}
-	r := result{Workload: w.Name, Strategy: name, Requested: len(requested)}
+	r := result{Workload: w.Name, Strategy: name, Scale: scale, Requested: len(requested)}
 	for lane, n := range perLane {
 		r.LowerBound += int(math.Ceil(float64(n) / float64(b.plan.Cap(purge.Kind(lane[1])))))
 	}
@@ -48,6 +48,7 @@ func measure(w workload, name string, start time.Time, b *bench, scale float64) 
 
 	purgedAt := map[key]time.Duration{}
 	var last time.Duration
+	var accepted []time.Time
 	for _, c := range b.sim.Calls() {
 		at := c.At.Sub(start)
 		minute := int(real(at) / 60)
@@ -58,6 +59,7 @@ func measure(w workload, name string, start time.Time, b *bench, scale float64) 
 		if !c.Accepted() {
 			continue
 		}
+		accepted = append(accepted, c.At)
 		for _, it := range c.Items {
 			k := key{c.Zone, c.Kind, it}
 			if _, ok := requested[k]; ok {
@@ -68,6 +70,9 @@ func measure(w workload, name string, start time.Time, b *bench, scale float64) 
 			}
 		}
 	}
+	sort.Slice(accepted, func(i, j int) bool { return accepted[i].Before(accepted[j]) })
+	r.BusiestWindow = busiest(accepted, b.global.Per)
+	r.WindowUse = float64(r.BusiestWindow) / configuredLimit
 	r.Purged = len(purgedAt)
 	r.LastPurgeSec = real(last)
 	var lat []float64
@@ -80,4 +85,16 @@ func measure(w workload, name string, start time.Time, b *bench, scale float64) 
 		r.P99Sec = lat[int(math.Ceil(0.99*float64(len(lat))))-1]
 	}
 	return r
+}
+
+// busiest is the most of times (sorted) within any span shorter than d.
+func busiest(times []time.Time, d time.Duration) int {
+	most, j := 0, 0
+	for i, t := range times {
+		for times[j].Add(d).Before(t) || times[j].Add(d).Equal(t) {
+			j++
+		}
+		most = max(most, i-j+1)
+	}
+	return most
 }

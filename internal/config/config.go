@@ -49,6 +49,7 @@ type Config struct {
 	MaxFlex   int       `envconfig:"MAX_FLEX" desc:"most tags, hosts or prefixes in one request (default from plan)"`
 
 	BatchWait  time.Duration `envconfig:"BATCH_WAIT" default:"2s" desc:"longest a partial batch waits for more items when the limits have room"`
+	EagerFull  bool          `envconfig:"EAGER_FULL_BATCHES" default:"false" desc:"send a batch as soon as it is full; by default a full batch too waits PURGE_BATCH_WAIT, so that what a burst requests again meanwhile goes once"`
 	CallWindow int           `envconfig:"CALL_WINDOW" default:"8" desc:"most outstanding API calls per purge bucket and worker process"`
 	InlineWait time.Duration `envconfig:"INLINE_WAIT" default:"2s" desc:"a call waits in-process for the limits up to this long; longer waits re-schedule it"`
 	MaxRetry   int           `envconfig:"MAX_RETRY" default:"10" desc:"attempts after a transient failure (5xx, timeout) before a batch is dead-lettered"`

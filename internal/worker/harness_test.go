@@ -6,7 +6,6 @@ import (
 	"math"
 	"os"
 	"os/exec"
-	"os/signal"
 	"sort"
 	"strings"
 	"sync"
@@ -20,7 +19,6 @@ import (
 
 	"github.com/purgeq/purgeq/batching"
 	"github.com/purgeq/purgeq/internal/config"
-	"github.com/purgeq/purgeq/internal/logging"
 	"github.com/purgeq/purgeq/internal/rate"
 	"github.com/purgeq/purgeq/internal/redisconn"
 	"github.com/purgeq/purgeq/internal/testredis"
@@ -39,28 +37,9 @@ const childEnv = "PURGEQ_TEST_WORKER_PROCESS"
 
 func TestMain(m *testing.M) {
 	if os.Getenv(childEnv) != "" {
-		os.Exit(runChildWorker())
+		os.Exit(worker.RunFromEnv())
 	}
 	testredis.Main(m, &srv)
-}
-
-func runChildWorker() int {
-	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, os.Interrupt)
-	defer stop()
-	cfg, err := config.Load()
-	if err == nil {
-		err = cfg.CheckWorker()
-	}
-	if err != nil {
-		fmt.Fprintln(os.Stderr, err)
-		return 2
-	}
-	log, _ := logging.New(os.Stderr, cfg.LogLevel, "json")
-	if err := worker.Run(ctx, cfg, log); err != nil {
-		fmt.Fprintln(os.Stderr, err)
-		return 1
-	}
-	return 0
 }
 
 const token = "test-token"
@@ -292,19 +271,6 @@ func tally(calls []cftest.Call) sent {
 		s.accepted = append(s.accepted, c)
 	}
 	return s
-}
-
-// lowerBound is the sum over zone and kind of ⌈items sent / cap⌉.
-func (s sent) lowerBound(capFor func(purge.Kind) int) int {
-	n := 0
-	for k, items := range s.items {
-		total := 0
-		for _, c := range items {
-			total += c
-		}
-		n += int(math.Ceil(float64(total) / float64(capFor(k.kind))))
-	}
-	return n
 }
 
 func (s sent) totalCalls() int {

@@ -89,7 +89,7 @@ func Run(ctx context.Context, cfg *config.Config, log zerolog.Logger) error {
 		return err
 	}
 	disp := batching.NewDispatcher(ob, lim, enqueue, batching.DispatcherConfig{
-		Caps: plan.Cap, BatchWait: cfg.BatchWait, Window: cfg.CallWindow,
+		Caps: plan.Cap, BatchWait: cfg.BatchWait, EagerFull: cfg.EagerFull, Window: cfg.CallWindow,
 		Lease: cfg.Cooldown + cfg.RetryMax + callTimeout, Tick: dispatchTick, StrandedAfter: strandedAfter,
 	}, log.With().Str("component", "dispatcher").Logger())
 
