@@ -3,6 +3,7 @@ package batching
 import (
 	"context"
 	"sort"
+	"sync/atomic"
 	"time"
 
 	"github.com/rs/zerolog"
@@ -62,6 +63,9 @@ type Dispatcher struct {
 	cursor    map[purge.Scope]int
 	// failing is set while passes fail, so that an outage is logged once.
 	failing bool
+	// admitted is set by Admitted: lanes may have filled since notBefore
+	// was set.
+	admitted atomic.Bool
 }
 
 // NewDispatcher returns a Dispatcher; Run starts it.
@@ -76,6 +80,13 @@ func (d *Dispatcher) Wake() {
 	case d.wake <- struct{}{}:
 	default:
 	}
+}
+
+// Admitted asks for a pass soon because items arrived: with EagerFull, a
+// lane skipped until its oldest item has waited may now hold a full chunk.
+func (d *Dispatcher) Admitted() {
+	d.admitted.Store(true)
+	d.Wake()
 }
 
 // Run dispatches until ctx ends. Redis errors are logged and retried on the
@@ -109,6 +120,9 @@ func (d *Dispatcher) Run(ctx context.Context) {
 
 // pass serves every scope until its window is full or nothing is ready.
 func (d *Dispatcher) pass(ctx context.Context) error {
+	if d.admitted.Swap(false) && d.cfg.EagerFull {
+		clear(d.notBefore)
+	}
 	lanes, err := d.ob.Lanes(ctx)
 	if err != nil {
 		return err

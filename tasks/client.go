@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/hibiken/asynq"
+	"github.com/redis/go-redis/v9"
 
 	"github.com/purgeq/purgeq/purge"
 )
@@ -57,9 +58,9 @@ type Receipt struct {
 // Client is the producer API: every entry point (the enqueue command, the
 // HTTP intake, Go programs) queues purges through it.
 type Client struct {
-	asynq     *asynq.Client
-	zones     Zones
-	retention time.Duration
+	asynq *asynq.Client
+	zones Zones
+	opts  ClientOptions
 }
 
 // ClientOptions configure a Client.
@@ -70,14 +71,55 @@ type ClientOptions struct {
 	// and so the key, this long (others are deleted once admitted, so that
 	// Redis does not hold every request's payload). Zero means 24h.
 	Retention time.Duration
+	// Replicas, when above 0, makes every enqueue wait (Redis WAIT, at
+	// most ReplicaTimeout) until that many replicas hold the request, so
+	// that a Sentinel failover cannot lose a request its producer was told
+	// is queued. Redis must be the client the asynq client writes through.
+	// Not for Redis Cluster, where WAIT confirms one shard only.
+	Replicas       int
+	ReplicaTimeout time.Duration
+	Redis          redis.UniversalClient
 }
+
+// ErrNotReplicated: the request is queued on the master, but fewer replicas
+// than ClientOptions.Replicas confirmed it in time, so a failover now could
+// lose it. Enqueueing again with the same idempotency key is safe.
+var ErrNotReplicated = errors.New("queued, but not yet on enough replicas")
 
 // NewClient returns a Client on the asynq client ac (which it does not close).
 func NewClient(ac *asynq.Client, opts ClientOptions) *Client {
 	if opts.Retention == 0 {
 		opts.Retention = 24 * time.Hour
 	}
-	return &Client{asynq: ac, zones: opts.Zones, retention: opts.Retention}
+	if opts.ReplicaTimeout == 0 {
+		opts.ReplicaTimeout = time.Second
+	}
+	return &Client{asynq: ac, zones: opts.Zones, opts: opts}
+}
+
+// keyReplicated is written before WAIT, so that the connection WAIT runs
+// on has a write at least as recent as the request (replication is in
+// order, so the request is on every replica that has this write).
+const keyReplicated = "purgeq:{purgeq}:replicated"
+
+// replicated waits until opts.Replicas replicas hold what was written so far.
+func (c *Client) replicated(ctx context.Context) error {
+	if c.opts.Replicas <= 0 {
+		return nil
+	}
+	var wait *redis.Cmd
+	_, err := c.opts.Redis.Pipelined(ctx, func(p redis.Pipeliner) error {
+		p.Incr(ctx, keyReplicated)
+		wait = p.Do(ctx, "WAIT", c.opts.Replicas, c.opts.ReplicaTimeout.Milliseconds())
+		return nil
+	})
+	if err != nil {
+		return fmt.Errorf("waiting for replicas: %w", err)
+	}
+	if n, _ := wait.Int(); n < c.opts.Replicas {
+		return fmt.Errorf("%w: %d of %d replicas confirmed it within %v", ErrNotReplicated, n, c.opts.Replicas, c.opts.ReplicaTimeout)
+	}
+	return nil
 }
 
 // Enqueue validates every item, resolves zones and queues the request. It
@@ -144,7 +186,7 @@ func (c *Client) EnqueueBuilt(ctx context.Context, req *Request) (Receipt, error
 	rc := Receipt{ID: req.ID, Items: req.Total()}
 	opts := []asynq.Option{asynq.TaskID(req.ID), asynq.Queue(QueueRequests), asynq.MaxRetry(25)}
 	if req.Idempotent {
-		opts = append(opts, asynq.Retention(c.retention))
+		opts = append(opts, asynq.Retention(c.opts.Retention))
 	}
 	_, err := c.asynq.EnqueueContext(ctx, asynq.NewTask(TypeRequest, payload), opts...)
 	switch {
@@ -153,6 +195,9 @@ func (c *Client) EnqueueBuilt(ctx context.Context, req *Request) (Receipt, error
 		return rc, nil
 	case err != nil:
 		return Receipt{}, fmt.Errorf("queueing request: %w", err)
+	}
+	if err := c.replicated(ctx); err != nil {
+		return rc, fmt.Errorf("request %s: %w", rc.ID, err)
 	}
 	return rc, nil
 }

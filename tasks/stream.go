@@ -68,7 +68,7 @@ func (s *Stream) Commit(ctx context.Context) (Receipt, error) {
 	s.req.Chunks = s.chunks
 	s.req.EnqueuedAt = time.Now().UnixMilli()
 	rc, err := s.c.EnqueueBuilt(ctx, &s.req)
-	if err != nil || rc.Duplicate {
+	if (err != nil && !errors.Is(err, ErrNotReplicated)) || rc.Duplicate {
 		s.Abort(ctx)
 	}
 	return rc, err

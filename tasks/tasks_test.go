@@ -6,6 +6,7 @@ import (
 	"errors"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/hibiken/asynq"
 
@@ -129,6 +130,35 @@ func TestEnqueueIdempotency(t *testing.T) {
 	info, err := asynq.NewInspectorFromRedisClient(rdb).GetQueueInfo(tasks.QueueRequests)
 	if err != nil || info.Pending != 2 {
 		t.Errorf("pending = %+v, %v; want 2", info, err)
+	}
+}
+
+// TestReplicas: with Replicas set, an enqueue that no replica confirms in
+// time says so, and the request is queued all the same (a stream's staged
+// chunks too), so enqueueing again with the key is the safe answer.
+func TestReplicas(t *testing.T) {
+	rdb := testredis.Connect(t)
+	testredis.Flush(t, rdb)
+	ac := asynq.NewClientFromRedisClient(rdb)
+	c := tasks.NewClient(ac, tasks.ClientOptions{Zones: mustZones(t, "example.com=id1"),
+		Replicas: 1, ReplicaTimeout: 50 * time.Millisecond, Redis: rdb})
+	rc, err := c.Enqueue(context.Background(), tasks.PurgeRequest{Files: tasks.URLs("https://example.com/a")})
+	if !errors.Is(err, tasks.ErrNotReplicated) || !strings.Contains(err.Error(), "0 of 1 replicas") || rc.ID == "" {
+		t.Fatalf("enqueue with no replica: %+v, %v", rc, err)
+	}
+	st := c.NewStream(rdb, false, "")
+	if err := st.Add(context.Background(), tasks.PurgeRequest{Files: tasks.URLs("https://example.com/b")}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := st.Commit(context.Background()); !errors.Is(err, tasks.ErrNotReplicated) {
+		t.Fatalf("commit with no replica: %v", err)
+	}
+	info, err := asynq.NewInspectorFromRedisClient(rdb).GetQueueInfo(tasks.QueueRequests)
+	if err != nil || info.Pending != 2 {
+		t.Errorf("pending = %+v, %v; want both requests queued", info, err)
+	}
+	if n, _ := rdb.Exists(context.Background(), tasks.StagingKey(st.ID())).Result(); n != 1 {
+		t.Error("the stream's staged chunks were dropped although its request is queued")
 	}
 }
 

@@ -10,7 +10,8 @@
 // It prints the request id on stdout and messages on stderr. Exit status:
 // 0 durably queued (with --wait: every item purged); 2 invalid input or
 // usage, nothing queued, every bad item named; 1 anything else (Redis
-// unreachable, --wait timed out, an item dead-lettered).
+// unreachable, --wait timed out, an item dead-lettered, or queued but not
+// confirmed by the replicas PURGE_REDIS_REPLICAS asks for).
 package main
 
 import (
@@ -158,7 +159,7 @@ func enqueue(ctx context.Context, args []string, stdin io.Reader, stdout, stderr
 			return invalid(err, o.json, stdout)
 		}
 		if rc, err = conn.client.EnqueueBuilt(ctx, req); err != nil {
-			return fmt.Errorf("%w (nothing was queued)", err)
+			return queueError(err)
 		}
 	} else if rc, err = conn.enqueueFrom(ctx, o, pr, stdin, stdout, stderr); err != nil {
 		return err
@@ -225,9 +226,18 @@ func (c *conn) enqueueFrom(ctx context.Context, o options, pr tasks.PurgeRequest
 	}
 	rc, err := st.Commit(ctx)
 	if err != nil {
-		return tasks.Receipt{}, fmt.Errorf("%w (nothing was queued)", err)
+		return tasks.Receipt{}, queueError(err)
 	}
 	return rc, nil
+}
+
+// queueError explains a failed enqueue: nothing was queued, unless the
+// request is queued but not yet on the replicas PURGE_REDIS_REPLICAS asks for.
+func queueError(err error) error {
+	if errors.Is(err, tasks.ErrNotReplicated) {
+		return fmt.Errorf("%w; enqueue again with the same --idempotency-key to be sure", err)
+	}
+	return fmt.Errorf("%w (nothing was queued)", err)
 }
 
 // invalid reports a rejected request: every bad item, exit 2.
@@ -306,7 +316,8 @@ func connect(ctx context.Context, cfg *config.Config, mustAnswer bool) (*conn, e
 	}
 	ac := asynq.NewClientFromRedisClient(rdb)
 	return &conn{rdb: rdb, ac: ac, zones: zones,
-		client: tasks.NewClient(ac, tasks.ClientOptions{Zones: zones, Retention: cfg.RequestRetention}),
+		client: tasks.NewClient(ac, tasks.ClientOptions{Zones: zones, Retention: cfg.RequestRetention,
+			Replicas: cfg.RedisReplicas, ReplicaTimeout: cfg.RedisReplicaTimeout, Redis: rdb}),
 		outbox: batching.NewOutbox(rdb, cfg.RequestRetention)}, nil
 }
 

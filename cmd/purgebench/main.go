@@ -17,6 +17,7 @@ import (
 	"os"
 	"path/filepath"
 	"runtime"
+	"runtime/debug"
 	"slices"
 	"strings"
 	"text/tabwriter"
@@ -92,7 +93,10 @@ type result struct {
 	BusiestWindow int     `json:"busiest_window_calls"`
 	WindowUse     float64 `json:"busiest_window_per_configured_limit"`
 	RedisPeakMiB  float64 `json:"redis_peak_mib"`
-	HeapPeakMiB   float64 `json:"heap_peak_mib"`
+	// HeapPeakMiB and RSSPeakMiB are this process's: the strategy's
+	// workers or clients, the producers and the simulator.
+	HeapPeakMiB float64 `json:"heap_peak_mib"`
+	RSSPeakMiB  float64 `json:"rss_peak_mib"`
 	// Timeline counts calls reaching the API per real minute.
 	Timeline []int `json:"calls_per_minute"`
 }
@@ -185,23 +189,23 @@ func runOne(rdb *redis.Client, url string, scale float64, w workload, s strategy
 	span := w.Events[len(w.Events)-1].At
 	ctx, cancel := context.WithTimeout(context.Background(), span+60*time.Second)
 	defer cancel()
+	debug.FreeOSMemory() // so that the resident set measures this run, not earlier ones
 	peaks := sampleMemory(ctx, rdb)
 	start := time.Now()
 	runErr := s.run(ctx, b, w)
 	cancel()
-	redisPeak, heapPeak := peaks()
 	r := measure(w, s.Name, start, b, scale)
-	r.RedisPeakMiB, r.HeapPeakMiB = redisPeak, heapPeak
+	r.RedisPeakMiB, r.HeapPeakMiB, r.RSSPeakMiB = peaks()
 	if runErr != nil {
 		fmt.Fprintf(os.Stderr, "purgebench: %s × %s: %v\n", w.Name, s.Name, runErr)
 	}
 	return r, nil
 }
 
-// sampleMemory polls Redis's used memory and this process's heap until ctx
-// ends; the returned function gives the peaks in MiB.
-func sampleMemory(ctx context.Context, rdb *redis.Client) func() (float64, float64) {
-	var redisPeak, heapPeak uint64
+// sampleMemory polls Redis's used memory and this process's heap and
+// resident set until ctx ends; the returned function gives the peaks in MiB.
+func sampleMemory(ctx context.Context, rdb *redis.Client) func() (redis, heap, rss float64) {
+	var redisPeak, heapPeak, rssPeak float64
 	done := make(chan struct{})
 	go func() {
 		defer close(done)
@@ -210,8 +214,9 @@ func sampleMemory(ctx context.Context, rdb *redis.Client) func() (float64, float
 		for {
 			var ms runtime.MemStats
 			runtime.ReadMemStats(&ms)
-			heapPeak = max(heapPeak, ms.HeapInuse)
-			redisPeak = max(redisPeak, uint64(usedMemory(context.Background(), rdb)))
+			heapPeak = max(heapPeak, float64(ms.HeapInuse)/(1<<20))
+			redisPeak = max(redisPeak, float64(usedMemory(context.Background(), rdb))/(1<<20))
+			rssPeak = max(rssPeak, rssMiB(os.Getpid()))
 			select {
 			case <-ctx.Done():
 				return
@@ -219,18 +224,18 @@ func sampleMemory(ctx context.Context, rdb *redis.Client) func() (float64, float
 			}
 		}
 	}()
-	return func() (float64, float64) {
+	return func() (float64, float64, float64) {
 		<-done
-		return float64(redisPeak) / (1 << 20), float64(heapPeak) / (1 << 20)
+		return redisPeak, heapPeak, rssPeak
 	}
 }
 
 func printTable(rs []result) {
 	tw := tabwriter.NewWriter(os.Stdout, 1, 0, 2, ' ', tabwriter.AlignRight)
-	fmt.Fprintln(tw, "workload\tstrategy\tscale\tcalls\tlower bound\tcalls÷bound\tpurged\t429s\tblocks\tblocked s\tlast purge s\tp50 s\tp99 s\tbusiest 5 min\t÷ limit\tRedis MiB\theap MiB\t")
+	fmt.Fprintln(tw, "workload\tstrategy\tscale\tcalls\tlower bound\tcalls÷bound\tpurged\t429s\tblocks\tblocked s\tlast purge s\tp50 s\tp99 s\tbusiest 5 min\t÷ limit\tRedis MiB\tRSS MiB\t")
 	for _, r := range rs {
 		fmt.Fprintf(tw, "%s\t%s\t%.0f\t%d\t%d\t%.3f\t%d/%d\t%d\t%d\t%.0f\t%.0f\t%.1f\t%.1f\t%d\t%.3f\t%.1f\t%.1f\t\n", r.Workload, r.Strategy, r.Scale, r.Calls, r.LowerBound, r.Ratio,
-			r.Purged, r.Requested, r.RateLimited, r.Blocks, r.BlockedSeconds, r.LastPurgeSec, r.P50Sec, r.P99Sec, r.BusiestWindow, r.WindowUse, r.RedisPeakMiB, r.HeapPeakMiB)
+			r.Purged, r.Requested, r.RateLimited, r.Blocks, r.BlockedSeconds, r.LastPurgeSec, r.P50Sec, r.P99Sec, r.BusiestWindow, r.WindowUse, r.RedisPeakMiB, r.RSSPeakMiB)
 	}
 	tw.Flush()
 }

@@ -16,6 +16,7 @@ import (
 	"github.com/kelseyhightower/envconfig"
 
 	"github.com/purgeq/purgeq/internal/rate"
+	"github.com/purgeq/purgeq/internal/redisconn"
 	"github.com/purgeq/purgeq/limits"
 	"github.com/purgeq/purgeq/purge"
 	"github.com/purgeq/purgeq/tasks"
@@ -47,6 +48,9 @@ type Config struct {
 	URLBurst  int       `envconfig:"URL_BURST" desc:"URL bucket size in URLs (default from plan)"`
 	MaxFiles  int       `envconfig:"MAX_FILES" desc:"most URLs in one request (default from plan)"`
 	MaxFlex   int       `envconfig:"MAX_FLEX" desc:"most tags, hosts or prefixes in one request (default from plan)"`
+
+	RedisReplicas       int           `envconfig:"REDIS_REPLICAS" default:"0" desc:"producers report a request queued only once this many replicas hold it (Redis WAIT); 1 with Sentinel keeps acknowledged requests through a failover (not for Cluster)"`
+	RedisReplicaTimeout time.Duration `envconfig:"REDIS_REPLICA_TIMEOUT" default:"1s" desc:"how long producers wait for PURGE_REDIS_REPLICAS before reporting the request queued but not yet replicated"`
 
 	BatchWait  time.Duration `envconfig:"BATCH_WAIT" default:"2s" desc:"longest a partial batch waits for more items when the limits have room"`
 	EagerFull  bool          `envconfig:"EAGER_FULL_BATCHES" default:"false" desc:"send a batch as soon as it is full; by default a full batch too waits PURGE_BATCH_WAIT, so that what a burst requests again meanwhile goes once"`
@@ -124,7 +128,7 @@ func (c *Config) check() error {
 		errs = append(errs, fmt.Errorf("PURGE_REDIS_URL %q: want redis://, rediss:// or unix://", redact(c.RedisURL)))
 	}
 	for name, d := range map[string]time.Duration{"PURGE_BATCH_WAIT": c.BatchWait, "PURGE_COOLDOWN": c.Cooldown, "PURGE_GLOBAL_GUARD": c.GlobalGuard,
-		"PURGE_INLINE_WAIT": c.InlineWait, "PURGE_RETRY_BASE": c.RetryBase, "PURGE_RETRY_MAX": c.RetryMax} {
+		"PURGE_INLINE_WAIT": c.InlineWait, "PURGE_RETRY_BASE": c.RetryBase, "PURGE_RETRY_MAX": c.RetryMax, "PURGE_REDIS_REPLICA_TIMEOUT": c.RedisReplicaTimeout} {
 		if d < 0 {
 			errs = append(errs, fmt.Errorf("%s must not be negative (got %s)", name, d))
 		}
@@ -132,7 +136,10 @@ func (c *Config) check() error {
 	if c.CallWindow < 1 {
 		errs = append(errs, fmt.Errorf("PURGE_CALL_WINDOW must be at least 1 (got %d)", c.CallWindow))
 	}
-	for name, n := range map[string]int{"PURGE_MAX_RETRY": c.MaxRetry, "PURGE_CONCURRENCY": c.Concurrency,
+	if c.RedisReplicas > 0 && redisconn.IsCluster(c.RedisURL) {
+		errs = append(errs, errors.New("PURGE_REDIS_REPLICAS cannot be used with a Redis Cluster URL: WAIT confirms one shard's replication only"))
+	}
+	for name, n := range map[string]int{"PURGE_REDIS_REPLICAS": c.RedisReplicas, "PURGE_MAX_RETRY": c.MaxRetry, "PURGE_CONCURRENCY": c.Concurrency,
 		"PURGE_FLEX_BURST": c.FlexBurst, "PURGE_URL_BURST": c.URLBurst, "PURGE_MAX_FILES": c.MaxFiles, "PURGE_MAX_FLEX": c.MaxFlex} {
 		if n < 0 {
 			errs = append(errs, fmt.Errorf("%s must not be negative (got %d)", name, n))

@@ -105,6 +105,10 @@ func TestLoadRejectsBadValues(t *testing.T) {
 	if _, err := Load(); err == nil || !strings.Contains(err.Error(), "N/DURATION") {
 		t.Errorf("a bad rate was accepted: %v", err)
 	}
+	setenv(t, map[string]string{"PURGE_GLOBAL_LIMIT": "1000/5m", "PURGE_REDIS_REPLICAS": "1", "PURGE_REDIS_URL": "redis://n1:6379?addr=n2:6379&addr=n3:6379"})
+	if _, err := Load(); err == nil || !strings.Contains(err.Error(), "PURGE_REDIS_REPLICAS cannot be used with a Redis Cluster") {
+		t.Errorf("replicas with a Cluster URL were accepted: %v", err)
+	}
 }
 
 func TestTokenFileAndPlanOverrides(t *testing.T) {

@@ -169,6 +169,10 @@ func (s *server) enqueue(ctx context.Context, pr tasks.PurgeRequest, bad []purge
 		return tasks.Receipt{}, http.StatusBadRequest, bad, fmt.Errorf("%d invalid item(s), nothing queued", len(bad))
 	}
 	rc, err := s.Queue.EnqueueBuilt(ctx, req)
+	if errors.Is(err, tasks.ErrNotReplicated) {
+		s.Log.Warn().Err(err).Msg("queued, not yet replicated")
+		return tasks.Receipt{}, http.StatusServiceUnavailable, nil, fmt.Errorf("%v; retry with the same Idempotency-Key to be sure", err)
+	}
 	if err != nil {
 		s.Log.Error().Err(err).Msg("queueing failed")
 		return tasks.Receipt{}, http.StatusServiceUnavailable, nil, errors.New("the queue cannot take requests now (nothing was queued); retry later")

@@ -134,7 +134,12 @@ func (e *env) onRedis(redisURL string) {
 	if err != nil {
 		e.t.Fatal(err)
 	}
-	e.client = tasks.NewClient(ac, tasks.ClientOptions{Zones: zones})
+	opts := tasks.ClientOptions{Zones: zones}
+	if redisconn.IsSentinel(redisURL) {
+		// what PURGE_REDIS_REPLICAS=1 does for enqueue
+		opts.Replicas, opts.ReplicaTimeout, opts.Redis = 1, 5*time.Second, rdb
+	}
+	e.client = tasks.NewClient(ac, opts)
 	e.outbox = batching.NewOutbox(rdb, time.Hour)
 }
 

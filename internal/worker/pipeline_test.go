@@ -169,8 +169,34 @@ func TestSaturationFlexBucket(t *testing.T) {
 // (10 calls/s of 100 URLs).
 func TestSaturationGlobalWindow(t *testing.T) {
 	e := setup(t, cftest.Config{GlobalLimit: rate.Per(10, time.Second)}, map[string]string{
-		"PURGE_GLOBAL_LIMIT": "10/1s", "PURGE_BATCH_WAIT": "500ms"})
+		"PURGE_GLOBAL_LIMIT": "10/1s", "PURGE_BATCH_WAIT": "500ms", "PURGE_GLOBAL_GUARD": "50ms", "PURGE_COOLDOWN": "2s"})
 	saturate(t, e, purge.Files, 300, 20, 0)
+}
+
+// TestEagerFullBatches: with PURGE_EAGER_FULL_BATCHES a chunk leaves as
+// soon as it is full, even in a lane whose first item arrived alone and
+// set the dispatcher to look again only after the batch wait.
+func TestEagerFullBatches(t *testing.T) {
+	const wait = 30 * time.Second
+	e := setup(t, cftest.Config{}, map[string]string{"PURGE_BATCH_WAIT": wait.String(), "PURGE_EAGER_FULL_BATCHES": "true"})
+	e.startWorker()
+	e.enqueue(tasks.PurgeRequest{Files: tasks.URLs("https://a.example/first")})
+	testwait.For(t, 10*time.Second, "the first URL to be admitted", func() bool {
+		stats, err := e.outbox.LaneStats(context.Background())
+		return err == nil && len(stats) == 1
+	})
+	var more []string
+	for i := range 99 {
+		more = append(more, fmt.Sprintf("https://a.example/more/%d", i))
+	}
+	start := time.Now()
+	e.enqueue(tasks.PurgeRequest{Files: tasks.URLs(more...)})
+	testwait.For(t, wait/2, "a full call", func() bool { return len(e.sim.Calls()) > 0 })
+	c := e.sim.Calls()[0]
+	t.Logf("a full chunk left %v after it filled (batch wait %v)", c.At.Sub(start).Round(time.Millisecond), wait)
+	if len(c.Items) != 100 {
+		t.Errorf("the first call carried %d items, want the full 100", len(c.Items))
+	}
 }
 
 // TestRoomToSpare: with arrivals far below capacity, each item reaches the

@@ -95,7 +95,7 @@ func Run(ctx context.Context, cfg *config.Config, log zerolog.Logger) error {
 
 	backoff := pipeline.Backoff{Base: cfg.RetryBase, Max: cfg.RetryMax}
 	mux := asynq.NewServeMux()
-	mux.Handle(tasks.TypeRequest, &pipeline.RequestHandler{Outbox: ob, Redis: rdb, Admitted: disp.Wake, Log: log})
+	mux.Handle(tasks.TypeRequest, &pipeline.RequestHandler{Outbox: ob, Redis: rdb, Admitted: disp.Admitted, Log: log})
 	insp := asynq.NewInspectorFromRedisClient(rdb)
 	reg := prometheus.NewRegistry()
 	m := metrics.New(reg, metrics.State{Outbox: ob, Limiter: lim, Inspector: insp, Zones: cfg.Zones, Log: log})
@@ -110,7 +110,7 @@ func Run(ctx context.Context, cfg *config.Config, log zerolog.Logger) error {
 	mux.Handle(tasks.TypeCall, &pipeline.CallHandler{Outbox: ob, Limiter: lim, API: api, Enqueue: enqueue, Archive: archive,
 		InlineWait: cfg.InlineWait, GlobalCooldown: cfg.Cooldown, Done: disp.Wake, Log: log,
 		Observe: func(c *tasks.Call, outcome string, scope purge.Scope) { m.Observe(c, outcome, scope, plan.Cap(c.Kind)) }})
-	mux.Handle(tasks.TypeDead, &pipeline.DeadHandler{Outbox: ob, Retried: disp.Wake, Log: log})
+	mux.Handle(tasks.TypeDead, &pipeline.DeadHandler{Outbox: ob, Retried: disp.Admitted, Log: log})
 	srv := asynq.NewServerFromRedisClient(rdb, asynq.Config{
 		Concurrency:              cfg.WorkerConcurrency(),
 		Queues:                   map[string]int{tasks.QueueCalls: 3, tasks.QueueRequests: 2, tasks.QueueDead: 1},
