@@ -97,8 +97,9 @@ type result struct {
 	// workers or clients, the producers and the simulator.
 	HeapPeakMiB float64 `json:"heap_peak_mib"`
 	RSSPeakMiB  float64 `json:"rss_peak_mib"`
-	// Timeline counts calls reaching the API per real minute.
-	Timeline []int `json:"calls_per_minute"`
+	// Timeline counts calls reaching the API (accepted or not) per
+	// timelineBin of real time.
+	Timeline []int `json:"calls_per_10s"`
 }
 
 func main() {
@@ -154,7 +155,7 @@ func run(size, scale float64, only, which, out string) error {
 			}
 			rs = append(rs, r)
 		}
-		if err := chart(filepath.Join(out, "calls-"+w.Name+".png"), w.Name, rs, 1200); err != nil {
+		if err := chart(filepath.Join(out, "calls-"+w.Name+".png"), w.Name, rs); err != nil {
 			return err
 		}
 		results = append(results, rs...)

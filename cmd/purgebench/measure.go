@@ -51,11 +51,11 @@ func measure(w workload, name string, start time.Time, b *bench, scale float64) 
 	var accepted []time.Time
 	for _, c := range b.sim.Calls() {
 		at := c.At.Sub(start)
-		minute := int(real(at) / 60)
-		for len(r.Timeline) <= minute {
+		bin := int(real(at) / timelineBin.Seconds())
+		for len(r.Timeline) <= bin {
 			r.Timeline = append(r.Timeline, 0)
 		}
-		r.Timeline[minute]++
+		r.Timeline[bin]++
 		if !c.Accepted() {
 			continue
 		}
