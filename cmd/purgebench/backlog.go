@@ -29,14 +29,7 @@ const childEnv = "PURGEBENCH_WORKER"
 // nothing out, and reports what the waiting URLs cost: Redis memory per
 // URL, and the worker process's resident memory before, while and after
 // they are admitted.
-func backlog(n int) error {
-	srv, err := testredis.Start()
-	if err != nil {
-		return err
-	}
-	defer srv.Close()
-	rdb := srv.Client()
-	defer rdb.Close()
+func backlog(srv *testredis.Server, rdb *redis.Client, n int) error {
 	sim := cftest.NewServer(cftest.Config{Token: token, Zones: []string{zoneID(zoneNames[0])}})
 	defer sim.Close()
 

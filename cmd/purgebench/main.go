@@ -113,20 +113,19 @@ func main() {
 	out := flag.String("out", "bench-results", "directory for results.json and the charts")
 	waiting := flag.Int("backlog", 0, "instead of the workloads, queue this many URLs while the limits let almost nothing out, and report Redis memory per waiting URL and the worker's RSS")
 	flag.Parse()
-	if *waiting > 0 {
-		if err := backlog(*waiting); err != nil {
-			fmt.Fprintln(os.Stderr, "purgebench:", err)
-			os.Exit(1)
+	if err := withRedis(func(srv *testredis.Server, rdb *redis.Client) error {
+		if *waiting > 0 {
+			return backlog(srv, rdb, *waiting)
 		}
-		return
-	}
-	if err := run(*size, *scale, *only, *which, *out); err != nil {
+		return run(srv, rdb, *size, *scale, *only, *which, *out)
+	}); err != nil {
 		fmt.Fprintln(os.Stderr, "purgebench:", err)
 		os.Exit(1)
 	}
 }
 
-func run(size, scale float64, only, which, out string) error {
+// withRedis runs f against a fresh redis-server.
+func withRedis(f func(*testredis.Server, *redis.Client) error) error {
 	srv, err := testredis.Start()
 	if err != nil {
 		return err
@@ -134,6 +133,10 @@ func run(size, scale float64, only, which, out string) error {
 	defer srv.Close()
 	rdb := srv.Client()
 	defer rdb.Close()
+	return f(srv, rdb)
+}
+
+func run(srv *testredis.Server, rdb *redis.Client, size, scale float64, only, which, out string) error {
 	if err := os.MkdirAll(out, 0o755); err != nil {
 		return err
 	}
