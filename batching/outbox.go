@@ -110,7 +110,8 @@ end
 `
 
 // luaLanes holds what the scripts that add to or take from lanes share
-// (it needs luaClock before it). A lane is four keys:
+// (it needs luaClock before it). A lane is four keys, and a list for each
+// item asked for again while it waits:
 //
 //   - lane:<id>, a list of the waiting items in admission order;
 //   - has:<id>, a set of their SHA-1 digests (20 bytes), so that an item
@@ -119,8 +120,9 @@ end
 //     admission's count items were admitted, and for which requests), with
 //     head (the admission of the list's first item) and taken (how many of
 //     head's items already left) and the counter n;
-//   - dup:<id>, a hash from an item to the further requests that asked for
-//     it while it waited.
+//   - dup:<id>, a set of the digests of the items asked for again while
+//     they waited, and for each again:<id>:<digest>, a list of the
+//     requests that asked again (appending is O(1), however hot the item).
 //
 // An item costs its list entry and its digest; the rest is shared by its
 // admission. (A sorted set scored by admission costs about 100 bytes an
@@ -129,6 +131,7 @@ const luaLanes = `
 local function laneKeys(P, lane)
   return P .. 'lane:' .. lane, P .. 'has:' .. lane, P .. 'grp:' .. lane, P .. 'dup:' .. lane
 end
+local function againKey(P, lane, d) return P .. 'again:' .. lane .. ':' .. d end
 local function hexByte(x) return string.char(tonumber(x, 16)) end
 local function digest(item) return (string.gsub(redis.sha1hex(item), '..', hexByte)) end
 local function forgetLane(P, lane, lanesKey)
@@ -141,12 +144,12 @@ local function admitInto(P, lane, src, items, from, to)
   local lk, hk, gk, dk = laneKeys(P, lane)
   local fresh = {}
   for j = from, to do
-    if redis.call('SADD', hk, digest(items[j])) == 1 then
+    local d = digest(items[j])
+    if redis.call('SADD', hk, d) == 1 then
       fresh[#fresh + 1] = items[j]
     else
-      local d = redis.call('HGET', dk, items[j])
-      if d then d = d .. ' ' .. src else d = src end
-      redis.call('HSET', dk, items[j], d)
+      redis.call('SADD', dk, d)
+      redis.call('RPUSH', againKey(P, lane, d), src)
     end
   end
   if #fresh == 0 then return 0 end
@@ -186,16 +189,14 @@ local function take(P, lane, items)
       _, count, src = admission(gk, seq)
     end
     taken = taken + 1
-    local s = src
-    if dups then
-      local d = redis.call('HGET', dk, item)
-      if d then
-        s = s .. ' ' .. d
-        redis.call('HDEL', dk, item)
-      end
+    local s, d = src, digest(item)
+    if dups and redis.call('SREM', dk, d) == 1 then
+      local ak = againKey(P, lane, d)
+      s = s .. ' ' .. table.concat(redis.call('LRANGE', ak, 0, -1), ' ')
+      redis.call('DEL', ak)
     end
     sources[j] = s
-    redis.call('SREM', hk, digest(item))
+    redis.call('SREM', hk, d)
   end
   if taken >= count then
     redis.call('HDEL', gk, exact(seq))

@@ -202,6 +202,28 @@ func TestAdmissionAccounting(t *testing.T) {
 	}
 }
 
+// TestHotItem: an item asked for by a thousand requests while it waits is
+// sent once and credited to every one of them.
+func TestHotItem(t *testing.T) {
+	ob, _ := newOutbox(t)
+	ctx := context.Background()
+	for r := range 1000 {
+		admit(t, ob, request(fmt.Sprintf("r%d", r), false, "z", map[purge.Kind][]string{purge.Tags: {"home"}}))
+	}
+	_, call := pop(t, ob, PopRequest{Lane: Lane{Zone: "z", Kind: purge.Tags}, Cap: 100, AllowPartial: true})
+	if call == nil || len(call.Items) != 1 || len(strings.Fields(call.Sources[0])) != 1000 {
+		t.Fatalf("hot item: %+v", call)
+	}
+	if _, err := ob.Record(ctx, call, []int{0}, nil, Failure{}); err != nil {
+		t.Fatal(err)
+	}
+	for _, id := range []string{"r0", "r500", "r999"} {
+		if st := status(t, ob, id); st.State != "done" || st.Purged != 1 {
+			t.Errorf("%s: %+v", id, st)
+		}
+	}
+}
+
 // TestEverythingSupersedes: a purge-everything takes the place of what
 // waits for its zone, and covers what arrives while it waits; a soft one
 // does not cover hard purges.
