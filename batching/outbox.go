@@ -320,6 +320,11 @@ func (o *Outbox) Admit(ctx context.Context, r *tasks.Request, chunk, chunks int)
 // ms when it will be; also a full chunk unless ARGV[13] is "1"), -3 partial
 // chunk ready (value: its size) but not allowed.
 var popCmd = redis.NewScript(luaClock + luaLanes + `
+-- The client retries a script whose reply a dropped connection lost; the
+-- retry must return the chunk the first run popped, not pop another one
+-- under the same call id (which would overwrite, and lose, the first).
+local prev = redis.call('HGET', KEYS[2], ARGV[8])
+if prev then return {1, prev, now} end
 local P, lane, cap, wait = ARGV[1], ARGV[2], tonumber(ARGV[3]), tonumber(ARGV[4])
 redis.call('ZREMRANGEBYSCORE', KEYS[4], '-inf', exact(now - tonumber(ARGV[7])))
 if redis.call('ZCARD', KEYS[4]) >= tonumber(ARGV[6]) then return {0, '', now} end
@@ -390,7 +395,13 @@ type PopResult struct {
 // Pop takes the lane's next chunk if the window and the batch rules allow.
 // A popped chunk is recorded as in flight until Handoff.
 func (o *Outbox) Pop(ctx context.Context, p PopRequest) (PopResult, error) {
-	id := "c" + randomHex(12)
+	return o.pop(ctx, p, "c"+randomHex(12))
+}
+
+// pop is Pop with the call id given: running it again with the same id
+// (what the Redis client does when a connection drops before the reply)
+// returns the same chunk.
+func (o *Outbox) pop(ctx context.Context, p PopRequest, id string) (PopResult, error) {
 	soft := "0"
 	if p.Lane.Soft {
 		soft = "1"

@@ -202,6 +202,27 @@ func TestAdmissionAccounting(t *testing.T) {
 	}
 }
 
+// TestPopRetried: a pop run again with the same call id (the Redis client
+// retrying after a dropped connection) returns the same chunk instead of
+// popping, and losing, another.
+func TestPopRetried(t *testing.T) {
+	ob, _ := newOutbox(t)
+	ctx := context.Background()
+	admit(t, ob, request("r", false, "z", map[purge.Kind][]string{purge.Files: urls(250, "https://a.example/%d")}))
+	p := PopRequest{Lane: Lane{Zone: "z", Kind: purge.Files}, Cap: 100, Window: 10, Lease: time.Hour}
+	first, err := ob.pop(ctx, p, "c-same")
+	if err != nil || first.Status != Popped {
+		t.Fatalf("first pop: %+v, %v", first, err)
+	}
+	again, err := ob.pop(ctx, p, "c-same")
+	if err != nil || string(again.Call) != string(first.Call) {
+		t.Fatalf("the retried pop returned %s, want the first chunk %s (%v)", again.Call, first.Call, err)
+	}
+	if stats, _ := ob.LaneStats(ctx); len(stats) != 1 || stats[0].Depth != 150 {
+		t.Errorf("lane after a retried pop: %+v, want 150 waiting", stats)
+	}
+}
+
 // TestHotItem: an item asked for by a thousand requests while it waits is
 // sent once and credited to every one of them.
 func TestHotItem(t *testing.T) {

@@ -44,7 +44,9 @@ type Request struct {
 	Items  int `json:"items,omitempty"`
 }
 
-// StagingKey is the Redis list holding a streamed request's chunks.
+// StagingKey is the Redis hash holding a streamed request's chunks by
+// index (a hash, so that a client retrying a write cannot stage a chunk
+// twice and shift the others).
 func StagingKey(id string) string { return "purgeq:{purgeq}:staging:" + id }
 
 // Total is the number of items in the request.

@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"strconv"
 	"time"
 
 	"github.com/redis/go-redis/v9"
@@ -48,7 +49,7 @@ func (s *Stream) Add(ctx context.Context, pr PurgeRequest) error {
 	}
 	key := StagingKey(s.req.ID)
 	_, err = s.rdb.TxPipelined(ctx, func(p redis.Pipeliner) error {
-		p.RPush(ctx, key, b)
+		p.HSet(ctx, key, strconv.Itoa(s.chunks), b)
 		p.Expire(ctx, key, stagingTTL)
 		return nil
 	})

@@ -12,6 +12,7 @@ import (
 	"errors"
 	"fmt"
 	"math/rand/v2"
+	"strconv"
 	"sync"
 	"time"
 
@@ -106,7 +107,7 @@ func (h *RequestHandler) ProcessTask(ctx context.Context, t *asynq.Task) error {
 func (h *RequestHandler) admitStaged(ctx context.Context, req *tasks.Request) error {
 	key := tasks.StagingKey(req.ID)
 	for i := range req.Chunks {
-		raw, err := h.Redis.LIndex(ctx, key, int64(i)).Bytes()
+		raw, err := h.Redis.HGet(ctx, key, strconv.Itoa(i)).Bytes()
 		if errors.Is(err, redis.Nil) {
 			if st, serr := h.Outbox.Status(ctx, req.ID); serr == nil && st.Total == req.Items {
 				return nil // admitted in full before, and the staging deleted
