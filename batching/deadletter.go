@@ -4,7 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
-	"strings"
+	"slices"
 
 	"github.com/redis/go-redis/v9"
 )
@@ -13,8 +13,6 @@ import (
 // drops it: a hash of entries by id and a sorted set of ids by time. Unlike
 // asynq's archive, which trims past 10,000 tasks a queue, it never drops an
 // entry by itself.
-
-func splitSources(s string) []string { return strings.Fields(s) }
 
 // DeadCount is the number of dead-letter entries.
 func (o *Outbox) DeadCount(ctx context.Context) (int64, error) {
@@ -28,6 +26,16 @@ func (o *Outbox) DeadEntries(ctx context.Context, zone string) ([]DeadEntry, err
 	if err != nil {
 		return nil, err
 	}
+	entries, err := o.deadByID(ctx, ids)
+	if zone == "" || err != nil {
+		return entries, err
+	}
+	return slices.DeleteFunc(entries, func(e DeadEntry) bool { return e.Zone != zone }), nil
+}
+
+// deadByID reads the entries with the given ids; ids no longer in the
+// queue are skipped.
+func (o *Outbox) deadByID(ctx context.Context, ids []string) ([]DeadEntry, error) {
 	var out []DeadEntry
 	for start := 0; start < len(ids); start += 1000 {
 		vals, err := o.rdb.HMGet(ctx, keyDead, ids[start:min(start+1000, len(ids))]...).Result()
@@ -37,15 +45,13 @@ func (o *Outbox) DeadEntries(ctx context.Context, zone string) ([]DeadEntry, err
 		for _, v := range vals {
 			s, ok := v.(string)
 			if !ok {
-				continue // dropped while listing
+				continue // dropped or retried meanwhile
 			}
 			var e DeadEntry
 			if err := json.Unmarshal([]byte(s), &e); err != nil {
 				return nil, fmt.Errorf("dead-letter entry %s: %w", s, err)
 			}
-			if zone == "" || e.Zone == zone {
-				out = append(out, e)
-			}
+			out = append(out, e)
 		}
 	}
 	return out, nil
@@ -63,7 +69,7 @@ func (o *Outbox) DeadIDs(ctx context.Context) ([]string, error) {
 //
 // KEYS[1] dead-letter hash, KEYS[2] dead-letter times, KEYS[3] lanes set.
 // ARGV[1] prefix, ARGV[2…] entry ids. Returns the number of entries retried.
-var retryCmd = redis.NewScript(luaClock + luaLanes + `
+var retryCmd = redis.NewScript(luaClock + luaSources + luaLanes + `
 local P = ARGV[1]
 local n = 0
 for i = 2, #ARGV do
@@ -73,17 +79,22 @@ for i = 2, #ARGV do
     local soft = '0'
     if e.soft == true then soft = '1' end
     local lane = e.zone .. '|' .. e.kind .. '|' .. soft
-    local reqs = {}
-    if type(e.requests) == 'table' then reqs = e.requests end
-    for _, rid in ipairs(reqs) do
+    -- entries made before sources were kept name their requests only
+    local src = e.sources
+    if type(src) ~= 'string' then
+      src = ''
+      if type(e.requests) == 'table' then src = table.concat(e.requests, ' ') end
+    end
+    for tok in string.gmatch(src, '%S+') do
+      local rid, c = parseSource(tok)
       local rk = P .. 'req:' .. rid
       if redis.call('EXISTS', rk) == 1 then
-        redis.call('HINCRBY', rk, 'dead', -1)
+        redis.call('HINCRBY', rk, 'dead', -c)
         redis.call('HDEL', rk, 'finished')
-        redis.call('PERSIST', rk)
+        redis.call('PEXPIRE', rk, ` + requestIdleMs + `)
       end
     end
-    admitInto(P, lane, table.concat(reqs, ' '), {e.item}, 1, 1)
+    admitInto(P, lane, src, {e.item}, 1, 1)
     redis.call('SADD', KEYS[3], lane)
     redis.call('HDEL', KEYS[1], ARGV[i])
     redis.call('ZREM', KEYS[2], ARGV[i])

@@ -6,6 +6,8 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"maps"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -18,6 +20,16 @@ import (
 
 // prefix starts every outbox key; {purgeq} is the Cluster hash tag.
 const prefix = "purgeq:{purgeq}:"
+
+// requestIdleMs (7 days) is how long a request's status outlives its last
+// progress when it never finishes (a request whose items were dropped from
+// the dead-letter queue, say).
+const requestIdleMs = "604800000"
+
+// admitSlice is the most items one admission script takes: a request of
+// 200,000 tags is admitted in 200 short scripts, so that Redis keeps
+// answering everyone else meanwhile.
+const admitSlice = 1000
 
 var (
 	keyLanes      = prefix + "lanes"
@@ -84,8 +96,17 @@ local function exact(x) return string.format('%.0f', x) end
 
 // luaCredit is shared by the scripts that credit requests. ARGV[1] is the
 // key prefix, ARGV[2] the retention of finished requests (ms).
-const luaCredit = luaClock + `
+//
+// A call's source list names, per item, the requests it is for: a token is
+// a request id (one item of that request), or rid~n: n items of that
+// request that a purge-everything covers, carried by the everything item
+// so that they are credited (as superseded) only when that call is
+// accepted, and dead-lettered with it.
+const luaCredit = luaClock + luaSources + `
 local P = ARGV[1]
+-- requestIdle: a request that makes no progress for this long expires
+-- (finished ones expire after the retention).
+local requestIdle = ` + requestIdleMs + `
 -- credit adds n to a request's counter and, once every item is accounted
 -- for, marks it finished and lets it expire after the retention (ARGV[2]).
 local function credit(rid, field, n)
@@ -97,15 +118,37 @@ local function credit(rid, field, n)
   if (tonumber(v[5]) or 0) == 0 and (tonumber(v[2]) or 0) + (tonumber(v[3]) or 0) + (tonumber(v[4]) or 0) >= (tonumber(v[1]) or 0) then
     redis.call('HSET', k, 'finished', exact(now))
     redis.call('PEXPIRE', k, ARGV[2])
+  else
+    redis.call('PEXPIRE', k, requestIdle)
   end
 end
--- creditSources credits every request id in a list of space-separated lists.
+-- creditSources credits every token of a list of source lists: field for
+-- request ids, superseded for rid~n when field is purged (else field).
 local function creditSources(sources, field)
   local counts = {}
   for _, s in ipairs(sources) do
-    for rid in string.gmatch(s, '%S+') do counts[rid] = (counts[rid] or 0) + 1 end
+    for tok in string.gmatch(s, '%S+') do
+      local rid, n, sup = parseSource(tok)
+      local f = field
+      if sup and field == 'purged' then f = 'superseded' end
+      local k = f .. ' ' .. rid
+      counts[k] = (counts[k] or 0) + n
+    end
   end
-  for rid, n in pairs(counts) do credit(rid, field, n) end
+  for k, n in pairs(counts) do
+    local f, rid = string.match(k, '^(%S+) (.*)$')
+    credit(rid, f, n)
+  end
+end
+`
+
+// luaSources reads one token of a source list: request id, item count,
+// and whether the items are covered by a purge-everything.
+const luaSources = `
+local function parseSource(tok)
+  local rid, n = string.match(tok, '^(.-)~(%d+)$')
+  if rid then return rid, tonumber(n), true end
+  return tok, 1, false
 end
 `
 
@@ -207,29 +250,32 @@ local function take(P, lane, items)
 end
 `
 
-// admitCmd puts one chunk of a request's items into their lanes (a request
-// has one chunk unless it was streamed).
+// admitCmd puts one slice of a chunk of a request's items into their lanes
+// (a request has one chunk unless it was streamed; a chunk is admitted in
+// slices of at most admitSlice items).
 //
 // KEYS[1] lanes set. ARGV[1] key prefix, ARGV[2] retention ms, ARGV[3]
 // request id, ARGV[4] enqueued-at ms (kept in the status), ARGV[5] soft
-// "0"|"1", ARGV[6] the chunk's item count, ARGV[7] chunk index, ARGV[8]
-// chunk count, then groups: zone, kind, n, n items (a zone's everything
-// group first).
-// Returns 1, or 0 if the chunk was admitted before (a retried task).
+// "0"|"1", ARGV[6] the slice's item count, ARGV[7] chunk index, ARGV[8]
+// chunk count, ARGV[9] slice index, ARGV[10] "1" if it is the chunk's last
+// slice, then groups: zone, kind, n, n items (a zone's everything group
+// first).
+// Returns 1, or 0 if the slice was admitted before (a retried task).
 var admitCmd = redis.NewScript(luaCredit + luaLanes + `
 local rid, soft = ARGV[3], ARGV[5]
 -- Items are aged by admission, not by the producer's clock: when
 -- admission lags behind a burst, items must not arrive already "ready"
 -- and leave in partial chunks.
 local reqk = P .. 'req:' .. rid
-local mark = 'chunk:' .. ARGV[7]
-if redis.call('HEXISTS', reqk, mark) == 1 then return 0 end
+-- mark counts the chunk's slices admitted so far (slices go in order).
+local mark, slice = 'chunk:' .. ARGV[7], tonumber(ARGV[9])
+if (tonumber(redis.call('HGET', reqk, mark)) or 0) > slice then return 0 end
 if redis.call('EXISTS', reqk) == 0 then
   redis.call('HSET', reqk, 'total', 0, 'purged', 0, 'dead', 0, 'superseded', 0, 'created', ARGV[4], 'soft', soft, 'pending', ARGV[8])
 end
 redis.call('HINCRBY', reqk, 'total', ARGV[6])
-redis.call('HINCRBY', reqk, 'pending', -1)
-redis.call('HSET', reqk, mark, 1)
+if ARGV[10] == '1' then redis.call('HINCRBY', reqk, 'pending', -1) end
+redis.call('HSET', reqk, mark, slice + 1)
 
 local kinds = {'files', 'tags', 'hosts', 'prefixes', 'everything'}
 local function laneOf(zone, kind, s) return zone .. '|' .. kind .. '|' .. s end
@@ -237,73 +283,114 @@ local function laneOf(zone, kind, s) return zone .. '|' .. kind .. '|' .. s end
 -- only soft items.
 local function covers(everythingSoft, itemSoft) return everythingSoft == '0' or itemSoft == '1' end
 local function waiting(lane) return redis.call('EXISTS', P .. 'lane:' .. lane) == 1 end
-local function drain(lane)
+-- drain empties a lane a purge-everything covers; its items' requests
+-- are added to counts, to ride with the everything item.
+local function drain(lane, counts)
   local items = redis.call('LRANGE', P .. 'lane:' .. lane, 0, -1)
   if #items == 0 then return end
-  creditSources(take(P, lane, items), 'superseded')
+  for _, s in ipairs(take(P, lane, items)) do
+    for tok in string.gmatch(s, '%S+') do
+      local r, n = parseSource(tok)
+      counts[r] = (counts[r] or 0) + n
+    end
+  end
   forgetLane(P, lane, KEYS[1])
 end
+local function covered(r, n)
+  if n == 0 then return '' end
+  return ' ' .. r .. '~' .. n
+end
 
-local superseded = 0
-local i = 9
+local i = 11
 while i <= #ARGV do
   local zone, kind, n = ARGV[i], ARGV[i + 1], tonumber(ARGV[i + 2])
   i = i + 3
   local own = laneOf(zone, kind, soft)
-  local covered = false
+  -- the waiting purge-everything that covers these items, if any
+  local cover
   for _, es in ipairs({'0', '1'}) do
     local e = laneOf(zone, 'everything', es)
-    if e ~= own and covers(es, soft) and waiting(e) then covered = true end
+    if not cover and e ~= own and covers(es, soft) and waiting(e) then cover = e end
   end
-  if covered then
-    superseded = superseded + n
+  if cover then
+    -- the items are credited when the everything call is accepted
+    admitInto(P, cover, rid .. '~' .. n, {'*'}, 1, 1)
   else
+    local src = rid
     if kind == 'everything' then
+      local counts = {}
       for _, k in ipairs(kinds) do
         for _, s in ipairs({'0', '1'}) do
           local l = laneOf(zone, k, s)
-          if l ~= own and covers(soft, s) then drain(l) end
+          if l ~= own and covers(soft, s) then drain(l, counts) end
         end
       end
+      for r, c in pairs(counts) do src = src .. covered(r, c) end
     end
-    admitInto(P, own, rid, ARGV, i, i + n - 1)
+    admitInto(P, own, src, ARGV, i, i + n - 1)
     redis.call('SADD', KEYS[1], own)
   end
   i = i + n
 end
 -- crediting (even of nothing) finishes a request whose items are all
 -- accounted for once its last chunk is in
-credit(rid, 'superseded', superseded)
+credit(rid, 'superseded', 0)
 return 1
 `)
 
 // Admit puts chunk i of n of a request into the outbox (0 of 1 for a
-// request that was not streamed). Admitting a chunk twice (a retried task)
-// changes nothing the second time.
-func (o *Outbox) Admit(ctx context.Context, r *tasks.Request, chunk, chunks int) (bool, error) {
+// request that was not streamed), in slices of at most admitSlice items.
+// Admitting a chunk twice (a retried task) changes nothing the second
+// time; a task that stopped half-way goes on with the next slice.
+func (o *Outbox) Admit(ctx context.Context, r *tasks.Request, chunk, chunks int) error {
 	soft := "0"
 	if r.Soft {
 		soft = "1"
 	}
-	args := []any{prefix, o.retention.Milliseconds(), r.ID, r.EnqueuedAt, soft, r.Total(), chunk, chunks}
-	for zone, kinds := range r.Zones {
-		// purge-everything first, so that the zone's other items see it.
+	// groups in order: a zone's purge-everything first, so that the zone's
+	// other items see it.
+	type group struct {
+		zone  string
+		kind  purge.Kind
+		items []string
+	}
+	var groups []group
+	// zones in a fixed order: a retried task cuts the same slices
+	for _, zone := range slices.Sorted(maps.Keys(r.Zones)) {
+		kinds := r.Zones[zone]
 		for _, k := range append([]purge.Kind{purge.Everything}, purge.Kinds[:4]...) {
-			items := kinds[k]
-			if len(items) == 0 {
-				continue
-			}
-			args = append(args, zone, string(k), len(items))
-			for _, it := range items {
-				args = append(args, it)
+			if len(kinds[k]) > 0 {
+				groups = append(groups, group{zone, k, kinds[k]})
 			}
 		}
 	}
-	n, err := admitCmd.Run(ctx, o.rdb, []string{keyLanes}, args...).Int()
-	if err != nil {
-		return false, fmt.Errorf("admitting request %s: %w", r.ID, err)
+	slice, n := 0, 0
+	args := []any{}
+	flush := func(last bool) error {
+		head := []any{prefix, o.retention.Milliseconds(), r.ID, r.EnqueuedAt, soft, n, chunk, chunks, slice, flag(last)}
+		if err := admitCmd.Run(ctx, o.rdb, []string{keyLanes}, append(head, args...)...).Err(); err != nil {
+			return fmt.Errorf("admitting request %s: %w", r.ID, err)
+		}
+		slice, n, args = slice+1, 0, args[:0]
+		return nil
 	}
-	return n == 1, nil
+	for _, g := range groups {
+		for start := 0; start < len(g.items); {
+			if n == admitSlice {
+				if err := flush(false); err != nil {
+					return err
+				}
+			}
+			end := min(len(g.items), start+admitSlice-n)
+			args = append(args, g.zone, string(g.kind), end-start)
+			for _, it := range g.items[start:end] {
+				args = append(args, it)
+			}
+			n += end - start
+			start = end
+		}
+	}
+	return flush(true)
 }
 
 // popCmd takes the next chunk from a lane if the rules allow it.
@@ -348,6 +435,8 @@ local rec = cjson.encode({id = ARGV[8], zone = ARGV[9], kind = ARGV[10], soft = 
 redis.call('HSET', KEYS[2], ARGV[8], rec)
 redis.call('ZADD', KEYS[3], exact(now), ARGV[8])
 redis.call('ZADD', KEYS[4], exact(now), ARGV[8])
+-- a dispatcher that is gone (a restarted worker) leaves no set behind
+redis.call('PEXPIRE', KEYS[4], ARGV[7])
 return {1, rec, now}
 `)
 
@@ -443,6 +532,22 @@ func (o *Outbox) Handoff(ctx context.Context, callID string) error {
 	return err
 }
 
+// InFlight returns the in-flight records among ids (calls popped or
+// recorded but not yet handed to asynq).
+func (o *Outbox) InFlight(ctx context.Context, ids ...string) (map[string][]byte, error) {
+	vals, err := o.rdb.HMGet(ctx, keyInflight, ids...).Result()
+	if err != nil {
+		return nil, err
+	}
+	out := map[string][]byte{}
+	for i, v := range vals {
+		if s, ok := v.(string); ok {
+			out[ids[i]] = []byte(s)
+		}
+	}
+	return out, nil
+}
+
 // strandedCmd lists in-flight records older than ARGV[1] ms.
 //
 // KEYS[1] in-flight hash, KEYS[2] in-flight times.
@@ -499,6 +604,9 @@ type Status struct {
 	Purged     int    `json:"purged"`
 	Dead       int    `json:"dead"`
 	Superseded int    `json:"superseded"`
+	// Error says why a request failed as a whole (its staged items were
+	// lost before admission), when it did.
+	Error string `json:"error,omitempty"`
 }
 
 // ErrUnknownRequest: no admitted request has the id (it may still wait in
@@ -516,8 +624,11 @@ func (o *Outbox) Status(ctx context.Context, id string) (Status, error) {
 	}
 	atoi := func(k string) int { n, _ := strconv.Atoi(v[k]); return n }
 	s := Status{ID: id, Total: atoi("total"), Purged: atoi("purged"), Dead: atoi("dead"), Superseded: atoi("superseded")}
+	s.Error = v["error"]
 	admitted := atoi("pending") == 0
 	switch done := s.Purged + s.Dead + s.Superseded; {
+	case s.Error != "":
+		s.State = "failed"
 	case admitted && done >= s.Total && s.Dead > 0:
 		s.State = "failed"
 	case admitted && done >= s.Total:
@@ -528,6 +639,19 @@ func (o *Outbox) Status(ctx context.Context, id string) (Status, error) {
 		s.State = "queued"
 	}
 	return s, nil
+}
+
+// FailRequest marks a request failed as a whole, with the reason: what it
+// asked for cannot be purged or dead-lettered item by item (its staged
+// items expired or vanished before admission). Items of it already
+// admitted still go out.
+func (o *Outbox) FailRequest(ctx context.Context, id, reason string) error {
+	_, err := o.rdb.TxPipelined(ctx, func(p redis.Pipeliner) error {
+		p.HSet(ctx, keyRequest(id), "error", reason, "finished", time.Now().UnixMilli())
+		p.PExpire(ctx, keyRequest(id), o.retention)
+		return nil
+	})
+	return err
 }
 
 func flag(b bool) string {

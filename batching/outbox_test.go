@@ -35,7 +35,7 @@ func request(id string, soft bool, zone string, kinds map[purge.Kind][]string) *
 
 func admit(t *testing.T, ob *Outbox, r *tasks.Request) {
 	t.Helper()
-	if _, err := ob.Admit(context.Background(), r, 0, 1); err != nil {
+	if err := ob.Admit(context.Background(), r, 0, 1); err != nil {
 		t.Fatal(err)
 	}
 }
@@ -88,8 +88,9 @@ func TestCoalescing(t *testing.T) {
 	files := Lane{Zone: "z", Kind: purge.Files}
 	admit(t, ob, request("r1", false, "z", map[purge.Kind][]string{purge.Files: urls(150, "https://a.example/%d")}))
 	admit(t, ob, request("r2", false, "z", map[purge.Kind][]string{purge.Files: urls(120, "https://a.example/%d")}))
-	if again, _ := ob.Admit(ctx, request("r2", false, "z", map[purge.Kind][]string{purge.Files: {"https://x.example/"}}), 0, 1); again {
-		t.Error("a request was admitted twice")
+	admit(t, ob, request("r2", false, "z", map[purge.Kind][]string{purge.Files: {"https://x.example/"}}))
+	if st, _ := ob.Status(ctx, "r2"); st.Total != 120 {
+		t.Errorf("a request admitted twice has total %d, want 120", st.Total)
 	}
 
 	// A full chunk waits too, unless eager.
@@ -122,7 +123,7 @@ func TestCoalescing(t *testing.T) {
 		t.Errorf("empty lane: %+v", res)
 	}
 
-	if _, err := ob.Record(ctx, call, all(len(call.Items)), nil, Failure{}); err != nil {
+	if _, err := ob.Record(ctx, call, all(len(call.Items)), nil, Failure{}, nil); err != nil {
 		t.Fatal(err)
 	}
 	// Items leave in admission order: the first 100 are r1's first 100,
@@ -130,11 +131,11 @@ func TestCoalescing(t *testing.T) {
 	if st := status(t, ob, "r2"); st.Purged != 100 || st.State != "in_progress" {
 		t.Errorf("r2 after the first call: %+v", st)
 	}
-	if _, err := ob.Record(ctx, rest, all(len(rest.Items)), nil, Failure{}); err != nil {
+	if _, err := ob.Record(ctx, rest, all(len(rest.Items)), nil, Failure{}, nil); err != nil {
 		t.Fatal(err)
 	}
 	// Recording a call again (a re-run task) changes nothing.
-	if e, err := ob.Record(ctx, rest, all(len(rest.Items)), nil, Failure{}); err != nil || e != nil {
+	if e, err := ob.Record(ctx, rest, all(len(rest.Items)), nil, Failure{}, nil); err != nil || len(e) != 0 {
 		t.Fatal(e, err)
 	}
 	if st := status(t, ob, "r1"); st.Purged != 150 || st.State != "done" {
@@ -166,7 +167,7 @@ func TestAdmissionAccounting(t *testing.T) {
 				return
 			}
 			pops++
-			if _, err := ob.Record(ctx, call, all(len(call.Items)), nil, Failure{}); err != nil {
+			if _, err := ob.Record(ctx, call, all(len(call.Items)), nil, Failure{}, nil); err != nil {
 				t.Fatal(err)
 			}
 		}
@@ -235,7 +236,7 @@ func TestHotItem(t *testing.T) {
 	if call == nil || len(call.Items) != 1 || len(strings.Fields(call.Sources[0])) != 1000 {
 		t.Fatalf("hot item: %+v", call)
 	}
-	if _, err := ob.Record(ctx, call, []int{0}, nil, Failure{}); err != nil {
+	if _, err := ob.Record(ctx, call, []int{0}, nil, Failure{}, nil); err != nil {
 		t.Fatal(err)
 	}
 	for _, id := range []string{"r0", "r500", "r999"} {
@@ -247,27 +248,22 @@ func TestHotItem(t *testing.T) {
 
 // TestEverythingSupersedes: a purge-everything takes the place of what
 // waits for its zone, and covers what arrives while it waits; a soft one
-// does not cover hard purges.
+// does not cover hard purges. The items it covers are credited when its
+// call is accepted, not before.
 func TestEverythingSupersedes(t *testing.T) {
 	ob, _ := newOutbox(t)
+	ctx := context.Background()
 	admit(t, ob, request("r1", false, "z", map[purge.Kind][]string{purge.Files: urls(3, "https://a.example/%d"), purge.Tags: {"t1"}}))
 	admit(t, ob, request("other-zone", false, "y", map[purge.Kind][]string{purge.Tags: {"t1"}}))
 	admit(t, ob, request("soft", true, "z", map[purge.Kind][]string{purge.Everything: {purge.EverythingKey}}))
-	if st := status(t, ob, "r1"); st.Superseded != 0 {
-		t.Errorf("a soft purge-everything superseded hard items: %+v", st)
-	}
 	admit(t, ob, request("all", false, "z", map[purge.Kind][]string{purge.Everything: {purge.EverythingKey}}))
-	if st := status(t, ob, "r1"); st.Superseded != 4 || st.State != "done" {
-		t.Errorf("r1 after purge-everything: %+v", st)
-	}
-	if st := status(t, ob, "soft"); st.Superseded != 1 || st.State != "done" {
-		t.Errorf("the soft purge-everything was not superseded by the hard one: %+v", st)
-	}
 	admit(t, ob, request("late", true, "z", map[purge.Kind][]string{purge.Prefixes: {"a.example/x/"}}))
-	if st := status(t, ob, "late"); st.Superseded != 1 {
-		t.Errorf("an item arriving while purge-everything waits: %+v", st)
+	for _, id := range []string{"r1", "soft", "late", "all"} {
+		if st := status(t, ob, id); st.State == "done" || st.Superseded != 0 {
+			t.Errorf("%s credited before the purge-everything was accepted: %+v", id, st)
+		}
 	}
-	lanes, _ := ob.Lanes(context.Background())
+	lanes, _ := ob.Lanes(ctx)
 	ids := []string{}
 	for _, l := range lanes {
 		ids = append(ids, l.id())
@@ -278,6 +274,54 @@ func TestEverythingSupersedes(t *testing.T) {
 	_, call := pop(t, ob, PopRequest{Lane: Lane{Zone: "z", Kind: purge.Everything}, Cap: 1, Wait: time.Hour, Eager: true})
 	if call == nil || call.Items[0] != purge.EverythingKey {
 		t.Fatalf("an eager purge-everything (a full chunk) did not leave at once: %+v", call)
+	}
+	if _, err := ob.Record(ctx, call, []int{0}, nil, Failure{}, nil); err != nil {
+		t.Fatal(err)
+	}
+	want := map[string]Status{"r1": {Superseded: 4}, "soft": {Superseded: 1}, "late": {Superseded: 1}, "all": {Purged: 1}}
+	for id, w := range want {
+		if st := status(t, ob, id); st.State != "done" || st.Superseded != w.Superseded || st.Purged != w.Purged {
+			t.Errorf("%s after the purge-everything was accepted: %+v, want %+v", id, st, w)
+		}
+	}
+}
+
+// TestEverythingDeadLetters: when the purge-everything call fails for
+// good, the items it covered are dead-lettered with it (their requests
+// failed), and a retry of the entry sends them out again.
+func TestEverythingDeadLetters(t *testing.T) {
+	ob, _ := newOutbox(t)
+	ctx := context.Background()
+	admit(t, ob, request("r1", false, "z", map[purge.Kind][]string{purge.Files: urls(3, "https://a.example/%d")}))
+	admit(t, ob, request("all", false, "z", map[purge.Kind][]string{purge.Everything: {purge.EverythingKey}}))
+	admit(t, ob, request("late", false, "z", map[purge.Kind][]string{purge.Tags: {"t1", "t2"}}))
+	_, call := pop(t, ob, PopRequest{Lane: Lane{Zone: "z", Kind: purge.Everything}, Cap: 1, AllowPartial: true})
+	entries, err := ob.Record(ctx, call, nil, []int{0}, Failure{Reason: "refused", Code: 1013}, nil)
+	if err != nil || len(entries) != 1 {
+		t.Fatalf("Record: %v, %v", entries, err)
+	}
+	if got := strings.Join(entries[0].Requests, " "); got != "all r1 late" && got != "all late r1" {
+		t.Errorf("entry names requests %q", got)
+	}
+	for id, dead := range map[string]int{"r1": 3, "all": 1, "late": 2} {
+		if st := status(t, ob, id); st.State != "failed" || st.Dead != dead {
+			t.Errorf("%s: %+v, want failed with %d dead", id, st, dead)
+		}
+	}
+	if n, err := ob.RetryDead(ctx, []string{entries[0].ID}); err != nil || n != 1 {
+		t.Fatalf("RetryDead: %d, %v", n, err)
+	}
+	_, again := pop(t, ob, PopRequest{Lane: Lane{Zone: "z", Kind: purge.Everything}, Cap: 1, AllowPartial: true})
+	if again == nil {
+		t.Fatal("the retried purge-everything is not waiting")
+	}
+	if _, err := ob.Record(ctx, again, []int{0}, nil, Failure{}, nil); err != nil {
+		t.Fatal(err)
+	}
+	for id, sup := range map[string]int{"r1": 3, "all": 0, "late": 2} {
+		if st := status(t, ob, id); st.State != "done" || st.Superseded != sup || st.Dead != 0 {
+			t.Errorf("%s after the retry was accepted: %+v", id, st)
+		}
 	}
 }
 
@@ -322,7 +366,7 @@ func TestWindowAndCrashRecovery(t *testing.T) {
 	if err != nil || len(stranded) != 3 || stranded[c2.ID] == nil || stranded[res1.CallID] != nil {
 		t.Fatalf("%d stranded, %v; want c2, the other dispatcher's and the files call", len(stranded), err)
 	}
-	if _, err := ob.Record(ctx, c1, all(len(c1.Items)), nil, Failure{}); err != nil {
+	if _, err := ob.Record(ctx, c1, all(len(c1.Items)), nil, Failure{}, nil); err != nil {
 		t.Fatal(err)
 	}
 	if _, c := pop(t, ob, PopRequest{Lane: tags, Cap: 100, Window: 2, AllowPartial: true}); c == nil || len(c.Items) != 50 {
@@ -348,12 +392,14 @@ func TestDeadLetterRetryDrop(t *testing.T) {
 	hosts := Lane{Zone: "z", Kind: purge.Hosts}
 	_, c := pop(t, ob, PopRequest{Lane: hosts, Cap: 100, AllowPartial: true})
 	f := Failure{Reason: "permanent", Code: 1115, Message: "Invalid host", Attempts: 1}
-	entries, err := ob.Record(ctx, c, []int{0}, []int{1, 2}, f)
+	entries, err := ob.Record(ctx, c, []int{0}, []int{1, 2}, f, nil)
 	if err != nil || len(entries) != 2 {
 		t.Fatalf("Record: %v, %v", entries, err)
 	}
-	if again, _ := ob.Record(ctx, c, []int{0}, []int{1, 2}, f); len(again) != 0 {
-		t.Errorf("a second Record made entries: %v", again)
+	// Recording again (a retry after a lost reply) answers as the first
+	// did, so that the entries are mirrored, and credits nothing twice.
+	if again, _ := ob.Record(ctx, c, []int{0}, []int{1, 2}, f, nil); len(again) != 2 || again[0].ID != entries[0].ID {
+		t.Errorf("a second Record answered %v, want the first's entries %v", again, entries)
 	}
 	if st := status(t, ob, "r"); st.Purged != 1 || st.Dead != 2 || st.State != "failed" {
 		t.Errorf("status: %+v", st)
@@ -420,7 +466,7 @@ func TestDispatcherFairness(t *testing.T) {
 		mu.Unlock()
 		go func() { // the call completes a moment later
 			time.Sleep(5 * time.Millisecond)
-			ob.Record(context.Background(), c, all(len(c.Items)), nil, Failure{})
+			ob.Record(context.Background(), c, all(len(c.Items)), nil, Failure{}, nil)
 			d.Wake()
 		}()
 		return nil

@@ -235,9 +235,14 @@ func flag(b bool) string {
 	return "0"
 }
 
-// cooldownCmd extends a cooldown; it never shortens one.
+// cooldownCmd extends a cooldown; it never shortens one. For a purge
+// bucket it also empties the bucket: Cloudflare's is empty, and a local
+// one that still believed in its tokens would let every waiting call fire
+// at once when the pause ends.
 //
-// KEYS[1] cooldown key. ARGV[1] duration (µs).
+// KEYS[1] cooldown key, KEYS[2] the bucket (purge-bucket scopes only).
+// ARGV[1] duration (µs), ARGV[2] how long the bucket takes to refill in
+// full (ms).
 // Returns the cooldown's end, µs since the epoch by the server's clock.
 var cooldownCmd = redis.NewScript(`
 local t = redis.call('TIME')
@@ -246,29 +251,51 @@ local untilv = now + tonumber(ARGV[1])
 local cur = tonumber(redis.call('GET', KEYS[1])) or 0
 if cur > untilv then untilv = cur end
 redis.call('SET', KEYS[1], string.format('%.0f', untilv), 'PX', math.ceil((untilv - now) / 1000) + 1)
+if KEYS[2] then
+  redis.call('HSET', KEYS[2], 'tokens', 0, 'ts', string.format('%.0f', now))
+  redis.call('PEXPIRE', KEYS[2], ARGV[2] + 1000)
+end
 return untilv
 `)
 
 // Cooldown stops every call of scope for d (by the Redis clock), unless a
-// longer cooldown is already in force. It returns when the cooldown ends.
+// longer cooldown is already in force, and empties a purge bucket's
+// tokens. It returns when the cooldown ends.
 func (l *Limiter) Cooldown(ctx context.Context, scope purge.Scope, d time.Duration) (time.Time, error) {
-	end, err := cooldownCmd.Run(ctx, l.rdb, []string{l.keys.cooldown(scope)}, d.Microseconds()).Int64()
+	keys, refill := []string{l.keys.cooldown(scope)}, int64(0)
+	if scope != purge.ScopeGlobal {
+		bucket, _ := l.keys.bucket(scope)
+		b := l.cfg.Flex
+		if scope == purge.ScopeURL {
+			b = l.cfg.URL
+		}
+		keys = append(keys, bucket)
+		refill = int64(float64(b.Burst) / b.Rate.PerSecond() * 1000)
+	}
+	end, err := cooldownCmd.Run(ctx, l.rdb, keys, d.Microseconds(), refill).Int64()
 	if err != nil {
 		return time.Time{}, fmt.Errorf("limits: cooldown: %w", err)
 	}
 	return time.UnixMicro(end), nil
 }
 
+// MaxRetryAfter is the longest Retry-After honoured: Cloudflare documents
+// a 5-minute block, so a hint of a year is a bug somewhere, and obeying it
+// would stop purging for a year.
+const MaxRetryAfter = time.Hour
+
 // CooldownFor is how long a 429 should stop its scope: for the global
 // window, the longer of the configured cooldown and Cloudflare's hint; for a
 // purge bucket, the hint, else the time the call's tokens take to refill.
+// The hint counts up to MaxRetryAfter.
 func (l *Limiter) CooldownFor(e *purge.Error, c Call, globalCooldown time.Duration) time.Duration {
+	hint := min(e.RetryAfter, MaxRetryAfter)
 	switch e.Scope {
 	case purge.ScopeGlobal:
-		return max(globalCooldown, e.RetryAfter)
+		return max(globalCooldown, hint)
 	}
-	if e.RetryAfter > 0 {
-		return e.RetryAfter
+	if hint > 0 {
+		return hint
 	}
 	b := l.cfg.Flex
 	if e.Scope == purge.ScopeURL {

@@ -194,15 +194,23 @@ func Classify(status int, h http.Header, body []byte, b Batch) (Accepted, error)
 	}
 	e := &Error{Status: status, Code: first.Code, Message: first.Message}
 
-	switch {
-	case status == http.StatusTooManyRequests:
+	if status >= 200 && status < 300 && jsonErr == nil && env.Success {
+		if env.Result == nil {
+			return Accepted{}, nil
+		}
+		return Accepted{ID: env.Result.ID}, nil
+	}
+	if scope, limit := rateLimitScope(status, env.Errors, b.Kind); scope != "" {
 		e.Class = RateLimited
+		e.Scope = scope
 		e.RetryAfter = retryAfter(h)
-		e.Scope = ScopeGlobal // a 429 that says nothing is treated as the worst case
-		if first.Code == CodeRateLimitPurge {
-			e.Scope = BucketScope(b.Kind)
+		if limit.Code != 0 {
+			e.Code, e.Message = limit.Code, limit.Message
 		}
 		return Accepted{}, e
+	}
+
+	switch {
 	case status >= 500:
 		e.Class = Transient
 		return Accepted{}, e
@@ -210,11 +218,6 @@ func Classify(status int, h http.Header, body []byte, b Batch) (Accepted, error)
 		e.Class = Transient
 		e.Err = fmt.Errorf("unreadable response body (%d bytes): %w", len(body), jsonErr)
 		return Accepted{}, e
-	case status >= 200 && status < 300 && env.Success:
-		if env.Result == nil {
-			return Accepted{}, nil
-		}
-		return Accepted{ID: env.Result.ID}, nil
 	case status >= 200 && status < 300 && len(env.Errors) == 0:
 		e.Class = Transient
 		e.Err = errors.New("response neither succeeded nor named an error")
@@ -238,23 +241,98 @@ func Classify(status int, h http.Header, body []byte, b Batch) (Accepted, error)
 	return Accepted{}, e
 }
 
-// namedItems returns the batch items that Cloudflare's error messages name
-// ("Unable to purge https://…", "tag … too long").
-func namedItems(errs []APIError, b Batch) []string {
-	var out []string
-	for _, key := range b.Items {
-		needle := key
-		if b.Kind == Files {
-			needle = ItemURL(key)
-		}
-		for _, e := range errs {
-			if strings.Contains(strings.ToLower(e.Message), strings.ToLower(needle)) {
-				out = append(out, key)
-				break
+// rateLimitScope says which limit a response hit, and the error that said
+// so: a rate-limit code in any of the errors decides, whatever the HTTP
+// status (the global limit wins over a purge bucket); a 429 without one is
+// treated as the worst case, the global limit. "" means not rate limited.
+func rateLimitScope(status int, errs []APIError, k Kind) (Scope, APIError) {
+	var scope Scope
+	var by APIError
+	for _, e := range errs {
+		switch e.Code {
+		case CodeRateLimitGlobal, CodeRateLimitOld:
+			return ScopeGlobal, e
+		case CodeRateLimitPurge:
+			if scope == "" {
+				scope, by = BucketScope(k), e
 			}
 		}
 	}
+	if scope == "" && status == http.StatusTooManyRequests {
+		scope = ScopeGlobal
+	}
+	return scope, by
+}
+
+// namedItems returns the batch items that Cloudflare's error messages name
+// ("Unable to purge https://…", "Invalid host: …"), in batch order. A name
+// is a whole whitespace-separated token of a message, taken as is or, when
+// that names nothing, with surrounding quotes, brackets and trailing
+// punctuation trimmed; it must equal the item exactly (see nameKey). The
+// lead-in "Unable to purge" is not a name, and 1016 ("Unable to purge any
+// urls") names nothing. No item named means the caller bisects the batch.
+func namedItems(errs []APIError, b Batch) []string {
+	byName := make(map[string][]string, len(b.Items))
+	for _, key := range b.Items {
+		name := key
+		if b.Kind == Files {
+			name = ItemURL(key)
+		}
+		name = nameKey(b.Kind, name)
+		byName[name] = append(byName[name], key)
+	}
+	named := make(map[string]bool)
+	for _, e := range errs {
+		if e.Code == CodeUnableToPurgeAny {
+			continue
+		}
+		words := strings.Fields(e.Message)
+		if len(words) >= 3 && strings.EqualFold(strings.Join(words[:3], " "), "unable to purge") {
+			words = words[3:]
+		}
+		for _, w := range words {
+			keys, ok := byName[nameKey(b.Kind, w)]
+			if !ok {
+				trimmed := strings.TrimRight(strings.TrimLeft(w, `"'([<`), `"'.,;:)]>`)
+				keys = byName[nameKey(b.Kind, trimmed)]
+			}
+			for _, key := range keys {
+				named[key] = true
+			}
+		}
+	}
+	var out []string
+	for _, key := range b.Items {
+		if named[key] {
+			out = append(out, key)
+			delete(named, key) // a key listed twice in the batch is reported once
+		}
+	}
 	return out
+}
+
+// nameKey is the form in which an item of kind k and a name from an error
+// message are compared: tags and hosts case-insensitively; URLs and prefixes
+// with scheme and host case-insensitive and everything after the host (path,
+// query) byte for byte.
+func nameKey(k Kind, s string) string {
+	switch k {
+	case Files, Prefixes:
+		scheme, rest, hasScheme := strings.Cut(s, "://")
+		if !hasScheme {
+			scheme, rest = "", s
+		}
+		end := strings.IndexAny(rest, "/?#")
+		if end < 0 {
+			end = len(rest)
+		}
+		rest = strings.ToLower(rest[:end]) + rest[end:]
+		if hasScheme {
+			return strings.ToLower(scheme) + "://" + rest
+		}
+		return rest
+	}
+	return strings.ToLower(s)
 }
 
 // retryAfter reads Retry-After (seconds or an HTTP date), else the reset

@@ -81,6 +81,16 @@ func TestClassify(t *testing.T) {
 	env := func(code int, msg string) string {
 		return `{"success":false,"errors":[{"code":` + itoa(code) + `,"message":"` + msg + `"}],"messages":[],"result":null}`
 	}
+	withHeaders, err := purge.NormalizeFile(purge.File{URL: "https://a.example/blog/x", Headers: map[string]string{"CF-IPCountry": "ES"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	blog := purge.Batch{Kind: purge.Files, Items: []string{"https://a.example/", "https://a.example/blog", "https://a.example/BLOG/X", "https://a.example/blog/x"}}
+	query := purge.Batch{Kind: purge.Files, Items: []string{"https://a.example/s?q=1&p=2", "https://a.example/s", "https://a.example/s?q=1"}}
+	words := purge.Batch{Kind: purge.Tags, Items: []string{"purge", "any", "urls", "unable"}}
+	products := purge.Batch{Kind: purge.Tags, Items: []string{"product-1", "product-10"}}
+	prefixes := purge.Batch{Kind: purge.Prefixes, Items: []string{"a.example/blog/", "a.example/blog", "a.example/"}}
+	hosts := purge.Batch{Kind: purge.Hosts, Items: []string{"a.example", "www.a.example"}}
 	h := func(kv ...string) http.Header {
 		out := http.Header{}
 		for i := 0; i < len(kv); i += 2 {
@@ -125,6 +135,33 @@ func TestClassify(t *testing.T) {
 		{"1100 tag too long names it", 400, nil, env(1100, "tag t1 is too long"), tags, purge.Permanent, "", 0, 1100, []string{"t1"}},
 		{"1114", 400, nil, env(1114, "host too long"), purge.Batch{Kind: purge.Hosts, Items: []string{"h.example"}}, purge.Permanent, "", 0, 1114, nil},
 		{"400 with non-JSON body", 400, nil, `bad request`, files, purge.Transient, "", 0, 0, nil},
+
+		// Only the item Cloudflare names, compared exactly, is at fault.
+		{"1015 names only the exact url", 400, nil, env(1015, "Unable to purge https://a.example/blog/x"), blog, purge.Permanent, "", 0, 1015, []string{"https://a.example/blog/x"}},
+		{"1015 names a url with headers", 400, nil, env(1015, "Unable to purge https://a.example/blog/x"), purge.Batch{Kind: purge.Files, Items: []string{"https://a.example/blog", withHeaders}}, purge.Permanent, "", 0, 1015, []string{withHeaders}},
+		{"1015 url with query string", 400, nil, env(1015, "Unable to purge https://a.example/s?q=1&p=2"), query, purge.Permanent, "", 0, 1015, []string{"https://a.example/s?q=1&p=2"}},
+		{"1015 path case differs", 400, nil, env(1015, "Unable to purge https://a.example/Blog/x"), blog, purge.Permanent, "", 0, 1015, nil},
+		{"1015 host case differs", 400, nil, env(1015, "Unable to purge HTTPS://A.Example/blog/x"), blog, purge.Permanent, "", 0, 1015, []string{"https://a.example/blog/x"}},
+		{"1015 trailing period", 400, nil, env(1015, "Unable to purge https://a.example/blog/x."), blog, purge.Permanent, "", 0, 1015, []string{"https://a.example/blog/x"}},
+		{"1015 quoted url", 400, nil, env(1015, `Unable to purge 'https://a.example/s?q=1'.`), query, purge.Permanent, "", 0, 1015, []string{"https://a.example/s?q=1"}},
+		{"1015 several errors", 400, nil, `{"success":false,"errors":[{"code":1015,"message":"Unable to purge https://a.example/"},{"code":1015,"message":"Unable to purge https://a.example/blog"}]}`, blog, purge.Permanent, "", 0, 1015, []string{"https://a.example/", "https://a.example/blog"}},
+		{"1015 names no item", 400, nil, env(1015, "Unable to purge https://b.example/blog/x"), blog, purge.Permanent, "", 0, 1015, nil},
+		{"1016 names no tag", 400, nil, env(1016, "Unable to purge any urls"), words, purge.Permanent, "", 0, 1016, nil},
+		{"1015 names a tag that is a template word", 400, nil, env(1015, "Unable to purge purge"), words, purge.Permanent, "", 0, 1015, []string{"purge"}},
+		{"tag named case-insensitively", 400, nil, env(1015, "Unable to purge Product-1"), products, purge.Permanent, "", 0, 1015, []string{"product-1"}},
+		{"tag named as a whole token", 400, nil, env(1100, "tag product-1 is too long"), products, purge.Permanent, "", 0, 1100, []string{"product-1"}},
+		{"prefix named exactly", 400, nil, env(1015, "Unable to purge prefix A.Example/blog/"), prefixes, purge.Permanent, "", 0, 1015, []string{"a.example/blog/"}},
+		{"host named as a whole token", 400, nil, env(1115, "Invalid host: a.example"), hosts, purge.Permanent, "", 0, 1115, []string{"a.example"}},
+
+		// A rate-limit code decides, whatever the status.
+		{"971 with HTTP 400", 400, h("Retry-After", "300"), env(971, "Please wait and consider throttling your request speed"), files, purge.RateLimited, purge.ScopeGlobal, 300 * time.Second, 971, nil},
+		{"10100 with HTTP 400", 400, nil, env(10100, "More than 1200 requests per 300 seconds reached"), files, purge.RateLimited, purge.ScopeGlobal, 0, 10100, nil},
+		{"1134 with HTTP 400 on tags", 400, h("Retry-After", "5"), env(1134, "rate limit reached"), tags, purge.RateLimited, purge.ScopeFlex, 5 * time.Second, 1134, nil},
+		{"1134 with HTTP 200 on files", 200, nil, env(1134, "rate limit reached"), files, purge.RateLimited, purge.ScopeURL, 0, 1134, nil},
+		{"1134 with HTTP 503", 503, nil, env(1134, "rate limit reached"), tags, purge.RateLimited, purge.ScopeFlex, 0, 1134, nil},
+		{"rate-limit code in a later error", 400, nil, `{"success":false,"errors":[{"code":1015,"message":"Unable to purge https://a.example/ok"},{"code":1134,"message":"rate limit reached"}]}`, files, purge.RateLimited, purge.ScopeURL, 0, 1134, nil},
+		{"global beats bucket", 429, nil, `{"success":false,"errors":[{"code":1134,"message":"rate limit reached"},{"code":971,"message":"Please wait"}]}`, tags, purge.RateLimited, purge.ScopeGlobal, 0, 971, nil},
+		{"429 with unknown code is global", 429, nil, env(1015, "Unable to purge https://a.example/bad"), files, purge.RateLimited, purge.ScopeGlobal, 0, 1015, nil},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

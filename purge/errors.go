@@ -15,7 +15,8 @@ type Class int
 const (
 	// Transient: 5xx, timeouts, resets, unreadable responses. Retry with backoff.
 	Transient Class = iota + 1
-	// RateLimited: a 429. Wait for the scope's cooldown; never a failure.
+	// RateLimited: a rate-limit code (971, 10100, 1134) under any HTTP
+	// status, or a 429. Wait for the scope's cooldown; never a failure.
 	RateLimited
 	// Permanent: the request or some of its items can never succeed.
 	// Error.Items names the offending items when Cloudflare did.
@@ -94,7 +95,8 @@ type Error struct {
 	Scope      Scope
 	RetryAfter time.Duration
 	// Status is the HTTP status (0 when none arrived); Code and Message the
-	// first Cloudflare error.
+	// first Cloudflare error, or for RateLimited the rate-limit error that
+	// decided the class.
 	Status  int
 	Code    int
 	Message string

@@ -71,14 +71,18 @@ type ClientOptions struct {
 	// and so the key, this long (others are deleted once admitted, so that
 	// Redis does not hold every request's payload). Zero means 24h.
 	Retention time.Duration
+	// Redis is the client the asynq client writes through. With it, an
+	// enqueue whose reply was lost and that the Redis client sent again is
+	// recognised as the same request (not reported as a duplicate of an
+	// earlier one with the same idempotency key). Replicas needs it too.
+	Redis redis.UniversalClient
 	// Replicas, when above 0, makes every enqueue wait (Redis WAIT, at
 	// most ReplicaTimeout) until that many replicas hold the request, so
 	// that a Sentinel failover cannot lose a request its producer was told
-	// is queued. Redis must be the client the asynq client writes through.
+	// is queued.
 	// Not for Redis Cluster, where WAIT confirms one shard only.
 	Replicas       int
 	ReplicaTimeout time.Duration
-	Redis          redis.UniversalClient
 }
 
 // ErrNotReplicated: the request is queued on the master, but fewer replicas
@@ -162,7 +166,8 @@ func (c *Client) Build(pr PurgeRequest) (*Request, error) {
 	if len(b.out) == 0 {
 		return nil, &purge.InvalidError{Items: []purge.Invalid{{Item: "", Reason: "the request names nothing to purge"}}}
 	}
-	return &Request{ID: requestID(pr.IdempotencyKey), Idempotent: pr.IdempotencyKey != "", EnqueuedAt: time.Now().UnixMilli(), Soft: pr.Soft, Zones: b.out}, nil
+	return &Request{ID: requestID(pr.IdempotencyKey), Idempotent: pr.IdempotencyKey != "", Nonce: newID(),
+		EnqueuedAt: time.Now().UnixMilli(), Soft: pr.Soft, Zones: b.out}, nil
 }
 
 // requestID derives the id from an idempotency key, else makes a random one.
@@ -189,17 +194,53 @@ func (c *Client) EnqueueBuilt(ctx context.Context, req *Request) (Receipt, error
 		opts = append(opts, asynq.Retention(c.opts.Retention))
 	}
 	_, err := c.asynq.EnqueueContext(ctx, asynq.NewTask(TypeRequest, payload), opts...)
-	switch {
-	case errors.Is(err, asynq.ErrTaskIDConflict):
-		rc.Duplicate = true
-		return rc, nil
-	case err != nil:
+	if errors.Is(err, asynq.ErrTaskIDConflict) {
+		// The id is taken: by this very request when the Redis client sent
+		// the enqueue again after its reply was lost, or by an earlier run
+		// with the same idempotency key.
+		own, oerr := c.own(ctx, req)
+		if oerr != nil {
+			return Receipt{}, fmt.Errorf("queueing request: telling a retry from a duplicate: %w", oerr)
+		}
+		if !own {
+			rc.Duplicate = true
+			return rc, nil
+		}
+		err = nil
+	}
+	if err != nil {
 		return Receipt{}, fmt.Errorf("queueing request: %w", err)
 	}
 	if err := c.replicated(ctx); err != nil {
 		return rc, fmt.Errorf("request %s: %w", rc.ID, err)
 	}
 	return rc, nil
+}
+
+// own reports whether the queued task with req's id is req itself. A
+// random id is never taken by another request; an id derived from an
+// idempotency key is req's if the queued task carries req's nonce (a task
+// already processed and deleted counts as another's: what it asked is
+// queued, whoever it was).
+func (c *Client) own(ctx context.Context, req *Request) (bool, error) {
+	if !req.Idempotent {
+		return true, nil
+	}
+	if c.opts.Redis == nil {
+		return false, nil
+	}
+	info, err := asynq.NewInspectorFromRedisClient(c.opts.Redis).GetTaskInfo(QueueRequests, req.ID)
+	if errors.Is(err, asynq.ErrTaskNotFound) || errors.Is(err, asynq.ErrQueueNotFound) {
+		return false, nil
+	}
+	if err != nil {
+		return false, err
+	}
+	queued, err := DecodeRequest(info.Payload)
+	if err != nil {
+		return false, err
+	}
+	return queued.Nonce == req.Nonce, nil
 }
 
 // builder groups items by zone and kind, collecting every error.
@@ -228,6 +269,10 @@ func (b *builder) addChecked(kind purge.Kind, raw, key string, err error, host f
 func (b *builder) add(kind purge.Kind, raw, key, host string) {
 	var zone Zone
 	switch {
+	case b.zone != nil && host != "" && !b.zone.Holds(host):
+		// Cloudflare would accept the call and purge nothing.
+		b.bad = append(b.bad, purge.Invalid{Item: raw, Reason: fmt.Sprintf("host %q is not in zone %s (neither the zone's name nor a subdomain of it)", host, b.zone.Name)})
+		return
 	case b.zone != nil:
 		zone = *b.zone
 	case host != "":

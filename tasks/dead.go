@@ -16,13 +16,26 @@ func ArchiveDead(ctx context.Context, ac *asynq.Client, insp *asynq.Inspector, i
 	_, err := ac.EnqueueContext(ctx, asynq.NewTask(TypeDead, payload), asynq.TaskID(id), asynq.Queue(QueueDead),
 		asynq.ProcessIn(100*365*24*time.Hour), asynq.MaxRetry(0))
 	if errors.Is(err, asynq.ErrTaskIDConflict) {
-		insp.ArchiveTask(QueueDead, id) // mirrored before: archived already, or still scheduled
-		return nil
+		// mirrored before: archived already, or still scheduled
+		return archive(insp, id)
 	}
 	if err != nil {
 		return err
 	}
-	return insp.ArchiveTask(QueueDead, id)
+	return archive(insp, id)
+}
+
+// archive archives a mirror; one archived already (the first attempt ran
+// and its reply was lost) is fine.
+func archive(insp *asynq.Inspector, id string) error {
+	err := insp.ArchiveTask(QueueDead, id)
+	if err == nil {
+		return nil
+	}
+	if info, ierr := insp.GetTaskInfo(QueueDead, id); ierr == nil && info.State == asynq.TaskStateArchived {
+		return nil
+	}
+	return err
 }
 
 // ForgetDead removes the archived mirrors of entries that were retried or

@@ -36,6 +36,12 @@ type Request struct {
 	// Idempotent: the id comes from an idempotency key, so the processed
 	// task is kept (and the key reserved) for the retention.
 	Idempotent bool `json:"idempotent,omitempty"`
+	// Nonce is unique to the invocation that queued the request: a client
+	// that finds the id taken (its own write retried after a lost reply,
+	// or an earlier run with the same idempotency key) tells the two
+	// apart by it. A streamed request's chunks are staged under it too, so
+	// that a re-run never touches the chunks of the run that was queued.
+	Nonce string `json:"nonce,omitempty"`
 	// Zones maps a zone id to its items by kind (Everything: ["*"]).
 	Zones map[string]map[purge.Kind][]string `json:"zones"`
 	// Chunks is set for a streamed request: its items wait in that many
@@ -46,8 +52,14 @@ type Request struct {
 
 // StagingKey is the Redis hash holding a streamed request's chunks by
 // index (a hash, so that a client retrying a write cannot stage a chunk
-// twice and shift the others).
-func StagingKey(id string) string { return "purgeq:{purgeq}:staging:" + id }
+// twice and shift the others), one per invocation.
+func (r *Request) StagingKey() string {
+	key := "purgeq:{purgeq}:staging:" + r.ID
+	if r.Nonce != "" {
+		key += ":" + r.Nonce
+	}
+	return key
+}
 
 // Total is the number of items in the request.
 func (r *Request) Total() int {
@@ -85,6 +97,20 @@ type Call struct {
 // Batch is the call's API batch.
 func (c *Call) Batch() purge.Batch {
 	return purge.Batch{Kind: c.Kind, Items: c.Items, Soft: c.Soft}
+}
+
+// Suffixes of the calls that send part of a failed call again: the rest of
+// a call after its named items were dead-lettered, and the halves of a call
+// split to isolate an item Cloudflare did not name.
+const (
+	SubRest       = "r"
+	SubFirstHalf  = "a"
+	SubSecondHalf = "b"
+)
+
+// SubCallIDs lists the ids the calls sending parts of call id again have.
+func SubCallIDs(id string) []string {
+	return []string{id + SubRest, id + SubFirstHalf, id + SubSecondHalf}
 }
 
 // Sub is a call of the items at idx, with id c.ID+suffix: the part of a

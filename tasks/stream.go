@@ -11,14 +11,18 @@ import (
 	"github.com/redis/go-redis/v9"
 )
 
-// stagingTTL bounds how long an uncommitted stream's chunks stay in Redis.
+// stagingTTL bounds how long an uncommitted stream's chunks stay in Redis;
+// Commit lifts it once the request is queued (the worker deletes the
+// chunks when it has admitted them).
 const stagingTTL = 24 * time.Hour
 
 // Stream queues a request too large for one task (a deploy that changed
 // 200,000 URLs) under one id: Add stages chunks in Redis, Commit queues one
 // purge:request task that refers to them. Nothing is queued before Commit,
 // so a producer that fails half-way leaves nothing half-queued (Abort, or
-// the staging TTL, clears what it staged).
+// the staging TTL, clears what it staged). Chunks are staged under the
+// invocation's nonce: a re-run with the same idempotency key stages and
+// aborts its own chunks, never those of the run that was queued.
 type Stream struct {
 	c      *Client
 	rdb    redis.Cmdable
@@ -28,7 +32,7 @@ type Stream struct {
 
 // NewStream starts a streamed request on rdb (the Redis the queue uses).
 func (c *Client) NewStream(rdb redis.Cmdable, soft bool, idempotencyKey string) *Stream {
-	return &Stream{c: c, rdb: rdb, req: Request{ID: requestID(idempotencyKey), Idempotent: idempotencyKey != "", Soft: soft}}
+	return &Stream{c: c, rdb: rdb, req: Request{ID: requestID(idempotencyKey), Idempotent: idempotencyKey != "", Nonce: newID(), Soft: soft}}
 }
 
 // ID is the request id the stream will have.
@@ -47,12 +51,14 @@ func (s *Stream) Add(ctx context.Context, pr PurgeRequest) error {
 	if err != nil {
 		return err
 	}
-	key := StagingKey(s.req.ID)
-	_, err = s.rdb.TxPipelined(ctx, func(p redis.Pipeliner) error {
-		p.HSet(ctx, key, strconv.Itoa(s.chunks), b)
-		p.Expire(ctx, key, stagingTTL)
-		return nil
-	})
+	// Two plain commands, not MULTI/EXEC: the Redis client sends each
+	// again when a reply is lost, and both are harmless twice (the chunk
+	// is written by its index).
+	key := s.req.StagingKey()
+	err = s.rdb.HSet(ctx, key, strconv.Itoa(s.chunks), b).Err()
+	if err == nil {
+		err = s.rdb.Expire(ctx, key, stagingTTL).Err()
+	}
 	if err != nil {
 		return fmt.Errorf("staging chunk %d: %w", s.chunks, err)
 	}
@@ -71,11 +77,17 @@ func (s *Stream) Commit(ctx context.Context) (Receipt, error) {
 	rc, err := s.c.EnqueueBuilt(ctx, &s.req)
 	if (err != nil && !errors.Is(err, ErrNotReplicated)) || rc.Duplicate {
 		s.Abort(ctx)
+		return rc, err
 	}
+	// Queued: the chunks must wait for the worker however long that takes.
+	// Should this fail, the request is queued all the same and its chunks
+	// keep the TTL (a request whose chunks expire before admission is
+	// marked failed, never finished silently).
+	s.rdb.Persist(ctx, s.req.StagingKey())
 	return rc, err
 }
 
 // Abort deletes what the stream staged.
 func (s *Stream) Abort(ctx context.Context) {
-	s.rdb.Del(ctx, StagingKey(s.req.ID))
+	s.rdb.Del(ctx, s.req.StagingKey())
 }

@@ -157,7 +157,7 @@ func TestReplicas(t *testing.T) {
 	if err != nil || info.Pending != 2 {
 		t.Errorf("pending = %+v, %v; want both requests queued", info, err)
 	}
-	if n, _ := rdb.Exists(context.Background(), tasks.StagingKey(st.ID())).Result(); n != 1 {
+	if keys, _ := rdb.Keys(context.Background(), "purgeq:{purgeq}:staging:"+st.ID()+":*").Result(); len(keys) != 1 {
 		t.Error("the stream's staged chunks were dropped although its request is queued")
 	}
 }

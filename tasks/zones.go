@@ -89,14 +89,19 @@ func (z Zones) Lookup(nameOrID string) (Zone, bool) {
 
 // ForHost finds the zone whose name is the longest suffix of host.
 func (z Zones) ForHost(host string) (Zone, bool) {
-	host = strings.ToLower(host)
 	best := Zone{}
 	for _, zone := range z {
-		if (host == zone.Name || strings.HasSuffix(host, "."+zone.Name)) && len(zone.Name) > len(best.Name) {
+		if zone.Holds(host) && len(zone.Name) > len(best.Name) {
 			best = zone
 		}
 	}
 	return best, best.ID != ""
+}
+
+// Holds reports whether host is the zone's name or a subdomain of it.
+func (zone Zone) Holds(host string) bool {
+	host = strings.ToLower(host)
+	return host == zone.Name || strings.HasSuffix(host, "."+zone.Name)
 }
 
 // IDs lists the zone ids, sorted.

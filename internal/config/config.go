@@ -84,27 +84,52 @@ func Load() (*Config, error) {
 	if err := envconfig.Process(Prefix, &c); err != nil {
 		return nil, err
 	}
+	// Tokens are trimmed (a stray space or U+00A0 from a copy, a newline
+	// from a file); one left empty is an error, never a token that matches.
+	var errs []error
+	if raw := c.APIToken; raw != "" {
+		if c.APIToken = strings.TrimSpace(raw); c.APIToken == "" {
+			errs = append(errs, errors.New("PURGE_CLOUDFLARE_API_TOKEN is only whitespace"))
+		}
+	}
+	tokens, err := cleanTokens("PURGE_INTAKE_TOKENS", c.IntakeTokens)
+	if err != nil {
+		errs = append(errs, err)
+	}
+	c.IntakeTokens = tokens
 	// Secrets may come from files (container secrets); a value set
 	// directly wins.
 	for _, f := range []struct {
 		name string
 		path string
-		set  func(string)
+		set  func(string) error
 	}{
-		{"PURGE_CLOUDFLARE_API_TOKEN_FILE", c.APITokenFile, func(v string) {
-			if c.APIToken == "" {
-				c.APIToken = v
+		{"PURGE_CLOUDFLARE_API_TOKEN_FILE", c.APITokenFile, func(v string) error {
+			if c.APIToken != "" {
+				return nil
 			}
+			if v == "" {
+				return fmt.Errorf("PURGE_CLOUDFLARE_API_TOKEN_FILE %s is empty", c.APITokenFile)
+			}
+			c.APIToken = v
+			return nil
 		}},
-		{"PURGE_UI_PASSWORD_FILE", c.UIPasswordFile, func(v string) {
+		{"PURGE_UI_PASSWORD_FILE", c.UIPasswordFile, func(v string) error {
 			if c.UIPassword == "" {
 				c.UIPassword = v
 			}
+			return nil
 		}},
-		{"PURGE_INTAKE_TOKENS_FILE", c.IntakeTokensFile, func(v string) {
-			if len(c.IntakeTokens) == 0 {
-				c.IntakeTokens = strings.FieldsFunc(v, func(r rune) bool { return r == ',' || r == '\n' || r == '\r' || r == ' ' })
+		{"PURGE_INTAKE_TOKENS_FILE", c.IntakeTokensFile, func(v string) error {
+			if len(c.IntakeTokens) > 0 {
+				return nil
 			}
+			tokens, err := fileTokens("PURGE_INTAKE_TOKENS_FILE "+c.IntakeTokensFile, v)
+			if err != nil {
+				return err
+			}
+			c.IntakeTokens = tokens
+			return nil
 		}},
 	} {
 		if f.path == "" {
@@ -112,11 +137,63 @@ func Load() (*Config, error) {
 		}
 		b, err := os.ReadFile(f.path)
 		if err != nil {
-			return nil, fmt.Errorf("%s: %w", f.name, err)
+			errs = append(errs, fmt.Errorf("%s: %w", f.name, err))
+			continue
 		}
-		f.set(strings.TrimSpace(string(b)))
+		if err := f.set(strings.TrimSpace(string(b))); err != nil {
+			errs = append(errs, err)
+		}
 	}
-	return &c, c.check()
+	return &c, errors.Join(append(errs, c.check())...)
+}
+
+// cleanTokens trims every token of a list; an empty one (a stray comma, or
+// only whitespace) is an error naming the variable, and is left out of the
+// tokens returned.
+func cleanTokens(name string, raw []string) ([]string, error) {
+	var errs []error
+	out := make([]string, 0, len(raw))
+	for i, t := range raw {
+		t = strings.TrimSpace(t)
+		if t == "" {
+			hint := "a stray comma?"
+			if i == len(raw)-1 {
+				hint = "a trailing comma?"
+			}
+			if raw[i] != "" {
+				hint = "only whitespace"
+			}
+			errs = append(errs, fmt.Errorf("%s: token %d of %d is empty (%s)", name, i+1, len(raw), hint))
+			continue
+		}
+		out = append(out, t)
+	}
+	return out, errors.Join(errs...)
+}
+
+// fileTokens reads a tokens file (already trimmed as a whole): one token a
+// line, or comma-separated; tokens on one line may also be separated by
+// spaces. An empty entry (a blank line, a stray comma) is an error naming
+// the variable; so is a file holding no token at all.
+func fileTokens(name, v string) ([]string, error) {
+	if v == "" {
+		return nil, fmt.Errorf("%s holds no token", name)
+	}
+	entries := strings.Split(strings.ReplaceAll(v, "\n", ","), ",")
+	var out []string
+	var errs []error
+	for i, e := range entries {
+		fields := strings.Fields(e)
+		if len(fields) == 0 {
+			errs = append(errs, fmt.Errorf("%s: token %d of %d is empty (a blank line or a stray comma?)", name, i+1, len(entries)))
+			continue
+		}
+		out = append(out, fields...)
+	}
+	if len(errs) > 0 {
+		return nil, errors.Join(errs...)
+	}
+	return out, nil
 }
 
 func (c *Config) check() error {

@@ -141,3 +141,105 @@ func TestTokenFileAndPlanOverrides(t *testing.T) {
 		t.Errorf("limits = %+v", l)
 	}
 }
+
+// TestEmptyTokensRefused: a token left empty once trimmed (a trailing comma,
+// only whitespace, U+00A0 included) is a configuration error naming the
+// variable, never a token that matches; surrounding whitespace is trimmed.
+func TestEmptyTokensRefused(t *testing.T) {
+	for _, tc := range []struct {
+		env  map[string]string
+		want []string
+	}{
+		{map[string]string{"PURGE_INTAKE_TOKENS": "s3cr3t,"}, []string{"PURGE_INTAKE_TOKENS: token 2 of 2 is empty (a trailing comma?)"}},
+		{map[string]string{"PURGE_INTAKE_TOKENS": ",s3cr3t"}, []string{"PURGE_INTAKE_TOKENS: token 1 of 2 is empty"}},
+		{map[string]string{"PURGE_INTAKE_TOKENS": "s3cr3t,\u00a0"}, []string{"PURGE_INTAKE_TOKENS: token 2 of 2 is empty (only whitespace)"}},
+		{map[string]string{"PURGE_INTAKE_TOKENS": "s3cr3t, \t ,other"}, []string{"PURGE_INTAKE_TOKENS: token 2 of 3 is empty"}},
+		{map[string]string{"PURGE_CLOUDFLARE_API_TOKEN": " \u00a0 "}, []string{"PURGE_CLOUDFLARE_API_TOKEN is only whitespace"}},
+		// every problem at once
+		{map[string]string{"PURGE_INTAKE_TOKENS": "a,,b,", "PURGE_PLAN": "platinum"},
+			[]string{"token 2 of 4 is empty", "token 4 of 4 is empty (a trailing comma?)", "PURGE_PLAN"}},
+	} {
+		setenv(t, tc.env)
+		c, err := Load()
+		for _, want := range tc.want {
+			if err == nil || !strings.Contains(err.Error(), want) {
+				t.Errorf("%q: error %v does not mention %q", tc.env, err, want)
+			}
+		}
+		if c != nil && hasBlank(c.IntakeTokens) {
+			t.Errorf("%q: an empty token survived: %q", tc.env, c.IntakeTokens)
+		}
+	}
+}
+
+func TestTokensTrimmed(t *testing.T) {
+	setenv(t, map[string]string{"PURGE_INTAKE_TOKENS": " s3cr3t ,\u00a0other\t", "PURGE_CLOUDFLARE_API_TOKEN": "\u00a0cf-token \n"})
+	c, err := Load()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if strings.Join(c.IntakeTokens, "|") != "s3cr3t|other" || c.APIToken != "cf-token" {
+		t.Errorf("tokens not trimmed: intake %q, API %q", c.IntakeTokens, c.APIToken)
+	}
+	// the fingerprint (the limits' scope) is the trimmed token's
+	setenv(t, map[string]string{"PURGE_CLOUDFLARE_API_TOKEN": "cf-token"})
+	plain, err := Load()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c.Limits().Scope != plain.Limits().Scope {
+		t.Errorf("scope differs with surrounding whitespace: %q vs %q", c.Limits().Scope, plain.Limits().Scope)
+	}
+}
+
+func TestTokenFilesTrimmedAndEmptyRefused(t *testing.T) {
+	dir := t.TempDir()
+	write := func(name, body string) string {
+		p := dir + "/" + name
+		if err := os.WriteFile(p, []byte(body), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		return p
+	}
+	setenv(t, map[string]string{"PURGE_CLOUDFLARE_API_TOKEN_FILE": write("cf", "\u00a0cf-token\r\n"),
+		"PURGE_INTAKE_TOKENS_FILE": write("intake", " tok-a\r\n\u00a0tok-b , tok-c\n")})
+	c, err := Load()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c.APIToken != "cf-token" || strings.Join(c.IntakeTokens, "|") != "tok-a|tok-b|tok-c" {
+		t.Errorf("tokens from files not trimmed: API %q, intake %q", c.APIToken, c.IntakeTokens)
+	}
+	for _, tc := range []struct {
+		env  map[string]string
+		want []string
+	}{
+		{map[string]string{"PURGE_CLOUDFLARE_API_TOKEN_FILE": write("cf-blank", " \u00a0\n")}, []string{"PURGE_CLOUDFLARE_API_TOKEN_FILE", "is empty"}},
+		{map[string]string{"PURGE_INTAKE_TOKENS_FILE": write("intake-blank", "\n\u00a0\n")}, []string{"PURGE_INTAKE_TOKENS_FILE", "holds no token"}},
+		{map[string]string{"PURGE_INTAKE_TOKENS_FILE": write("intake-comma", "tok-a,\n")}, []string{"PURGE_INTAKE_TOKENS_FILE", "token 2 of 2 is empty"}},
+		{map[string]string{"PURGE_INTAKE_TOKENS_FILE": write("intake-gap", "tok-a\n \u00a0\ntok-b\n")}, []string{"PURGE_INTAKE_TOKENS_FILE", "token 2 of 3 is empty"}},
+		// every problem at once: an unreadable file does not hide the others
+		{map[string]string{"PURGE_UI_PASSWORD_FILE": dir + "/missing", "PURGE_INTAKE_TOKENS_FILE": write("intake-comma2", ",tok")},
+			[]string{"PURGE_UI_PASSWORD_FILE", "PURGE_INTAKE_TOKENS_FILE", "token 1 of 2 is empty"}},
+	} {
+		setenv(t, tc.env)
+		c, err := Load()
+		for _, want := range tc.want {
+			if err == nil || !strings.Contains(err.Error(), want) {
+				t.Errorf("%q: error %v does not mention %q", tc.env, err, want)
+			}
+		}
+		if c != nil && hasBlank(c.IntakeTokens) {
+			t.Errorf("%q: an empty token survived: %q", tc.env, c.IntakeTokens)
+		}
+	}
+}
+
+func hasBlank(tokens []string) bool {
+	for _, tok := range tokens {
+		if strings.TrimSpace(tok) == "" {
+			return true
+		}
+	}
+	return false
+}

@@ -56,7 +56,11 @@ type server struct {
 func Handler(o Options) http.Handler {
 	s := &server{Options: o}
 	for _, t := range o.Tokens {
-		s.tokens = append(s.tokens, sha256.Sum256([]byte(t)))
+		// config.Load refuses empty tokens; an empty one that got here
+		// anyway must never match.
+		if t = strings.TrimSpace(t); t != "" {
+			s.tokens = append(s.tokens, sha256.Sum256([]byte(t)))
+		}
 	}
 	mux := http.NewServeMux()
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, r *http.Request) { w.Write([]byte("ok\n")) })
@@ -70,14 +74,17 @@ func Handler(o Options) http.Handler {
 }
 
 // auth accepts a bearer token (or, for old Cloudflare clients, X-Auth-Key)
-// equal to one of the tokens, compared in constant time.
+// equal to one of the tokens, compared in constant time. The credential is
+// trimmed first; one empty after trimming (say "Bearer \u00a0") never
+// matches.
 func (s *server) auth(next http.Handler, fail func(http.ResponseWriter, int, string, []purge.Invalid)) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		given, ok := strings.CutPrefix(r.Header.Get("Authorization"), "Bearer ")
 		if !ok {
 			given = r.Header.Get("X-Auth-Key")
 		}
-		sum := sha256.Sum256([]byte(strings.TrimSpace(given)))
+		given = strings.TrimSpace(given)
+		sum := sha256.Sum256([]byte(given))
 		match := 0
 		for _, t := range s.tokens {
 			match |= subtle.ConstantTimeCompare(sum[:], t[:])

@@ -5,7 +5,9 @@
 package metrics
 
 import (
+	"cmp"
 	"context"
+	"slices"
 	"time"
 
 	"github.com/hibiken/asynq"
@@ -84,6 +86,45 @@ var (
 	descQueue     = prometheus.NewDesc(ns+"_queue_tasks", "asynq tasks by queue and state.", []string{"queue", "state"}, nil)
 )
 
+// laneGauge is the outbox backlog of one zone and kind.
+type laneGauge struct {
+	zone, kind string
+	depth      int64
+	oldest     time.Time // zero when nothing waits
+}
+
+// byZoneKind folds lanes into one gauge per zone (by name when configured)
+// and kind, in a stable order. A zone and kind has a soft and a hard lane,
+// but the metrics are labelled by zone and kind only: their depths add up
+// and the oldest item is the older of the two. (Two series with the same
+// labels would fail the whole scrape.)
+func byZoneKind(lanes []batching.LaneStat, names map[string]string) []laneGauge {
+	var out []laneGauge
+	at := map[[2]string]int{}
+	for _, l := range lanes {
+		zone := names[l.Lane.Zone]
+		if zone == "" {
+			zone = l.Lane.Zone
+		}
+		key := [2]string{zone, string(l.Lane.Kind)}
+		i, ok := at[key]
+		if !ok {
+			i = len(out)
+			at[key] = i
+			out = append(out, laneGauge{zone: zone, kind: string(l.Lane.Kind)})
+		}
+		g := &out[i]
+		g.depth += l.Depth
+		if !l.Oldest.IsZero() && (g.oldest.IsZero() || l.Oldest.Before(g.oldest)) {
+			g.oldest = l.Oldest
+		}
+	}
+	slices.SortFunc(out, func(a, b laneGauge) int {
+		return cmp.Or(cmp.Compare(a.zone, b.zone), cmp.Compare(a.kind, b.kind))
+	})
+	return out
+}
+
 // collector reads the shared state at scrape time.
 type collector struct{ state State }
 
@@ -102,14 +143,10 @@ func (c *collector) Collect(ch chan<- prometheus.Metric) {
 		names[z.ID] = z.Name
 	}
 	if lanes, err := s.Outbox.LaneStats(ctx); err == nil {
-		for _, l := range lanes {
-			zone := names[l.Lane.Zone]
-			if zone == "" {
-				zone = l.Lane.Zone
-			}
-			ch <- prometheus.MustNewConstMetric(descDepth, prometheus.GaugeValue, float64(l.Depth), zone, string(l.Lane.Kind))
-			if !l.Oldest.IsZero() {
-				ch <- prometheus.MustNewConstMetric(descOldest, prometheus.GaugeValue, time.Since(l.Oldest).Seconds(), zone, string(l.Lane.Kind))
+		for _, g := range byZoneKind(lanes, names) {
+			ch <- prometheus.MustNewConstMetric(descDepth, prometheus.GaugeValue, float64(g.depth), g.zone, g.kind)
+			if !g.oldest.IsZero() {
+				ch <- prometheus.MustNewConstMetric(descOldest, prometheus.GaugeValue, time.Since(g.oldest).Seconds(), g.zone, g.kind)
 			}
 		}
 	} else {

@@ -8,10 +8,14 @@ package pipeline
 
 import (
 	"context"
+	crand "crypto/rand"
+	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
+	"math"
 	"math/rand/v2"
+	"slices"
 	"strconv"
 	"sync"
 	"time"
@@ -42,6 +46,14 @@ func IsFailure(err error) bool {
 	var w *Wait
 	return !errors.As(err, &w)
 }
+
+// TaskMaxRetry is the asynq MaxRetry of purge:call tasks: never reached.
+// asynq checks a task's retry count against it before IsFailure, and its
+// lease recoverer does too, so a call that must wait for the limits after
+// its last allowed failure would be archived, outside the dead-letter
+// queue. The handler keeps the budget itself (CallHandler.MaxRetry) and
+// dead-letters the items when it is spent.
+const TaskMaxRetry = math.MaxInt32
 
 // Backoff is exponential with jitter: attempt n waits between half and all
 // of min(max, base·2ⁿ).
@@ -91,7 +103,7 @@ func (h *RequestHandler) ProcessTask(ctx context.Context, t *asynq.Task) error {
 		return fmt.Errorf("%v: %w", err, asynq.SkipRetry)
 	}
 	if req.Chunks == 0 {
-		if _, err := h.Outbox.Admit(ctx, req, 0, 1); err != nil {
+		if err := h.Outbox.Admit(ctx, req, 0, 1); err != nil {
 			return err
 		}
 	} else if err := h.admitStaged(ctx, req); err != nil {
@@ -103,16 +115,24 @@ func (h *RequestHandler) ProcessTask(ctx context.Context, t *asynq.Task) error {
 }
 
 // admitStaged admits a streamed request chunk by chunk; a retried task
-// skips the chunks admitted before.
+// skips the chunks admitted before. A chunk that is missing (its staging
+// expired before admission) fails the request loudly: its status says
+// failed, with the reason, and the error is logged.
 func (h *RequestHandler) admitStaged(ctx context.Context, req *tasks.Request) error {
-	key := tasks.StagingKey(req.ID)
+	key := req.StagingKey()
 	for i := range req.Chunks {
 		raw, err := h.Redis.HGet(ctx, key, strconv.Itoa(i)).Bytes()
 		if errors.Is(err, redis.Nil) {
 			if st, serr := h.Outbox.Status(ctx, req.ID); serr == nil && st.Total == req.Items {
 				return nil // admitted in full before, and the staging deleted
 			}
-			return fmt.Errorf("request %s: chunk %d of %d is missing from staging: %w", req.ID, i, req.Chunks, asynq.SkipRetry)
+			reason := fmt.Sprintf("chunk %d of %d is missing from staging (it expired or was deleted before the worker admitted it): %d of the request's %d items were not queued",
+				i, req.Chunks, req.Items-admittedTotal(ctx, h.Outbox, req.ID), req.Items)
+			if err := h.Outbox.FailRequest(ctx, req.ID, reason); err != nil {
+				return err
+			}
+			h.Log.Error().Str("request", req.ID).Msg("request failed: " + reason)
+			return fmt.Errorf("request %s: %s: %w", req.ID, reason, asynq.SkipRetry)
 		}
 		if err != nil {
 			return err
@@ -121,12 +141,21 @@ func (h *RequestHandler) admitStaged(ctx context.Context, req *tasks.Request) er
 		if err != nil {
 			return fmt.Errorf("%v: %w", err, asynq.SkipRetry)
 		}
-		if _, err := h.Outbox.Admit(ctx, chunk, i, req.Chunks); err != nil {
+		if err := h.Outbox.Admit(ctx, chunk, i, req.Chunks); err != nil {
 			return err
 		}
 		h.Admitted()
 	}
 	return h.Redis.Del(ctx, key).Err()
+}
+
+// admittedTotal is how many of a request's items are in the outbox so far.
+func admittedTotal(ctx context.Context, ob *batching.Outbox, id string) int {
+	st, err := ob.Status(ctx, id)
+	if err != nil {
+		return 0
+	}
+	return st.Total
 }
 
 // CallHandler runs purge:call tasks.
@@ -142,6 +171,10 @@ type CallHandler struct {
 	InlineWait time.Duration
 	// GlobalCooldown is PURGE_COOLDOWN.
 	GlobalCooldown time.Duration
+	// MaxRetry is how many times a call is retried after a transient
+	// failure (PURGE_MAX_RETRY) before its items are dead-lettered. Waits
+	// for the limits never count.
+	MaxRetry int
 	// Done is called after each finished call (to wake the dispatcher).
 	Done func()
 	// Observe sees every API outcome (accepted, rate_limited, transient,
@@ -159,11 +192,21 @@ func (h *CallHandler) ProcessTask(ctx context.Context, t *asynq.Task) error {
 		return fmt.Errorf("%v: %w", err, asynq.SkipRetry)
 	}
 	log := h.Log.With().Str("call", call.ID).Str("zone", call.Zone).Str("kind", string(call.Kind)).Int("items", len(call.Items)).Logger()
+	recorded, entries, err := h.Outbox.Recorded(ctx, call.ID)
+	if err != nil {
+		return err
+	}
+	if recorded {
+		// A re-run after a crash (or a lost acknowledgement): the outcome
+		// is in; finish what the first run may not have.
+		log.Info().Msg("call recorded before; finishing its hand-off")
+		return h.finish(ctx, log, call.ID, entries)
+	}
 	need := limits.Call{Kind: call.Kind, Items: len(call.Items)}
 	if err := h.acquire(ctx, need); err != nil {
 		return err
 	}
-	first, err := h.Outbox.MarkSent(ctx, call.ID)
+	first, err := h.Outbox.MarkSent(ctx, call.ID, randomToken())
 	if err != nil {
 		return err
 	}
@@ -212,7 +255,7 @@ func (h *CallHandler) acquire(ctx context.Context, need limits.Call) error {
 // record maps the outcome onto the outbox and asynq.
 func (h *CallHandler) record(ctx context.Context, log zerolog.Logger, call *tasks.Call, need limits.Call, acc purge.Accepted, err error) error {
 	if err == nil {
-		if _, err := h.Outbox.Record(ctx, call, all(len(call.Items)), nil, batching.Failure{}); err != nil {
+		if _, err := h.Outbox.Record(ctx, call, all(len(call.Items)), nil, batching.Failure{}, nil); err != nil {
 			return err
 		}
 		log.Info().Str("outcome", "accepted").Str("cf_id", acc.ID).Int64("waited_ms", time.Now().UnixMilli()-call.Oldest).Msg("purged")
@@ -232,6 +275,9 @@ func (h *CallHandler) record(ctx context.Context, log zerolog.Logger, call *task
 	}
 	switch pe.Class {
 	case purge.RateLimited:
+		if pe.RetryAfter > limits.MaxRetryAfter {
+			log.Warn().Dur("retry_after", pe.RetryAfter).Dur("kept", limits.MaxRetryAfter).Msg("Cloudflare's Retry-After is beyond any cooldown it documents; waiting the longest one kept instead")
+		}
 		d := h.Limiter.CooldownFor(pe, need, h.GlobalCooldown)
 		end, err := h.Limiter.Cooldown(ctx, pe.Scope, d)
 		if err != nil {
@@ -244,9 +290,9 @@ func (h *CallHandler) record(ctx context.Context, log zerolog.Logger, call *task
 		if err != nil {
 			return err
 		}
+		// asynq counts failures only (transient errors, crashes), never waits
 		retried, _ := asynq.GetRetryCount(ctx)
-		maxRetry, _ := asynq.GetMaxRetry(ctx)
-		if retried < maxRetry {
+		if retried < h.MaxRetry {
 			log.Warn().Str("outcome", "transient").Err(pe).Int("attempt", retried+1).Msg("transient failure; will retry")
 			return pe
 		}
@@ -282,40 +328,56 @@ func (h *CallHandler) isolate(ctx context.Context, log zerolog.Logger, call *tas
 	}
 	switch {
 	case len(dead) > 0:
-		return h.fail(ctx, log, call, []*tasks.Call{call.Sub("r", rest)}, dead, f)
+		return h.fail(ctx, log, call, []*tasks.Call{call.Sub(tasks.SubRest, rest)}, dead, f)
 	case len(call.Items) == 1:
 		return h.fail(ctx, log, call, nil, []int{0}, f)
 	}
 	half := len(call.Items) / 2
 	log.Warn().Int("code", pe.Code).Msg("permanent failure naming no item: splitting the batch to isolate it")
-	return h.fail(ctx, log, call, []*tasks.Call{call.Sub("a", rest[:half]), call.Sub("b", rest[half:])}, nil, f)
+	return h.fail(ctx, log, call, []*tasks.Call{call.Sub(tasks.SubFirstHalf, rest[:half]), call.Sub(tasks.SubSecondHalf, rest[half:])}, nil, f)
 }
 
-// fail records the dead items, sends the resent parts as new calls and
-// mirrors the dead-letter entries into the archive.
+// fail records the dead items and puts the re-sent parts in flight in one
+// step, then hands those to the queue and mirrors the dead-letter entries
+// into the archive.
 func (h *CallHandler) fail(ctx context.Context, log zerolog.Logger, call *tasks.Call, resend []*tasks.Call, dead []int, f batching.Failure) error {
-	entries, err := h.Outbox.Record(ctx, call, nil, dead, f)
+	resend = slices.DeleteFunc(resend, func(sub *tasks.Call) bool { return len(sub.Items) == 0 })
+	entries, err := h.Outbox.Record(ctx, call, nil, dead, f, resend)
 	if err != nil {
 		return err
-	}
-	for _, sub := range resend {
-		if len(sub.Items) == 0 {
-			continue
-		}
-		payload, err := json.Marshal(sub)
-		if err != nil {
-			return err
-		}
-		if err := h.Enqueue(ctx, sub.ID, payload); err != nil {
-			return err
-		}
 	}
 	if len(dead) > 0 {
 		log.Error().Str("outcome", "dead").Int("dead", len(dead)).Int("code", f.Code).Str("reason", f.Reason).Msg("items dead-lettered")
 	}
+	return h.finish(ctx, log, call.ID, entries)
+}
+
+// finish hands a recorded call's re-sent parts to the queue and mirrors
+// its dead-letter entries. Both are safe to repeat; what a crash
+// interrupts, a re-run of the task (or the dispatcher's reaper) completes.
+func (h *CallHandler) finish(ctx context.Context, log zerolog.Logger, callID string, entries []batching.DeadEntry) error {
+	inflight, err := h.Outbox.InFlight(ctx, tasks.SubCallIDs(callID)...)
+	if err != nil {
+		return err
+	}
+	for id, payload := range inflight {
+		if err := h.Enqueue(ctx, id, payload); err != nil {
+			return err
+		}
+		if err := h.Outbox.Handoff(ctx, id); err != nil {
+			log.Warn().Err(err).Str("sub_call", id).Msg("clearing in-flight record failed; the reaper will clear it")
+		}
+	}
 	h.Archive(ctx, entries)
 	h.Done()
 	return nil
+}
+
+// randomToken names one attempt of a call.
+func randomToken() string {
+	var b [8]byte
+	crand.Read(b[:])
+	return hex.EncodeToString(b[:])
 }
 
 func all(n int) []int {

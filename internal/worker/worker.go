@@ -82,7 +82,7 @@ func Run(ctx context.Context, cfg *config.Config, log zerolog.Logger) error {
 	callTimeout := cfg.InlineWait + cfg.APITimeout + 30*time.Second
 	enqueue := func(ctx context.Context, id string, payload []byte) error {
 		_, err := ac.EnqueueContext(ctx, asynq.NewTask(tasks.TypeCall, payload), asynq.TaskID(id), asynq.Queue(tasks.QueueCalls),
-			asynq.MaxRetry(cfg.MaxRetry), asynq.Retention(callRetention), asynq.Timeout(callTimeout))
+			asynq.MaxRetry(pipeline.TaskMaxRetry), asynq.Retention(callRetention), asynq.Timeout(callTimeout))
 		if errors.Is(err, asynq.ErrTaskIDConflict) {
 			return nil
 		}
@@ -108,7 +108,7 @@ func Run(ctx context.Context, cfg *config.Config, log zerolog.Logger) error {
 		}
 	}
 	mux.Handle(tasks.TypeCall, &pipeline.CallHandler{Outbox: ob, Limiter: lim, API: api, Enqueue: enqueue, Archive: archive,
-		InlineWait: cfg.InlineWait, GlobalCooldown: cfg.Cooldown, Done: disp.Wake, Log: log,
+		InlineWait: cfg.InlineWait, GlobalCooldown: cfg.Cooldown, MaxRetry: cfg.MaxRetry, Done: disp.Wake, Log: log,
 		Observe: func(c *tasks.Call, outcome string, scope purge.Scope) { m.Observe(c, outcome, scope, plan.Cap(c.Kind)) }})
 	mux.Handle(tasks.TypeDead, &pipeline.DeadHandler{Outbox: ob, Retried: disp.Admitted, Log: log})
 	srv := asynq.NewServerFromRedisClient(rdb, asynq.Config{
