@@ -62,9 +62,16 @@ func pending(t *testing.T, rdb *redis.Client) int {
 
 func TestQueuesAndPrintsID(t *testing.T) {
 	rdb := setup(t)
-	r := enqueueCmd(t, "", "https://example.com/a", "--tag", "product-1", "--zone", "example.com", "--url", "https://example.org/b")
+	r := enqueueCmd(t, "", "https://example.com/a", "--tag", "product-1", "--zone", "example.com", "--url", "https://www.example.com/b")
 	if r.code != 0 || len(strings.TrimSpace(r.stdout)) != 24 || !strings.Contains(r.stderr, "queued 3 item(s)") {
 		t.Fatalf("got %+v", r)
+	}
+	// Cloudflare would accept an item of another zone and purge nothing.
+	for _, args := range [][]string{{"https://example.org/b"}, {"--host", "example.org"}, {"--prefix", "example.org/p"}} {
+		out := enqueueCmd(t, "", append([]string{"--zone", "example.com"}, args...)...)
+		if out.code != 2 || !strings.Contains(out.stderr, "example.org") || !strings.Contains(out.stderr, "not in zone example.com") {
+			t.Errorf("%v outside the named zone: %+v", args, out)
+		}
 	}
 	if n := pending(t, rdb); n != 1 {
 		t.Errorf("%d requests pending, want 1", n)

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"fmt"
 	"io"
 	"net"
 	"net/http"
@@ -80,11 +81,14 @@ func TestIntake(t *testing.T) {
 		t.Errorf("wrong token: %d", code)
 	}
 	code, out, h := call(t, "POST", base+"/v1/purge", intakeToken,
-		`{"files":["https://example.com/a?x=1&y=2",{"url":"https://example.com/m","headers":{"CF-Device-Type":"mobile"}}],"tags":["T1"],"hosts":["www.example.org"],"prefixes":["example.com/blog/"],"zone":"example.com"}`)
+		`{"files":["https://example.com/a?x=1&y=2",{"url":"https://example.com/m","headers":{"CF-Device-Type":"mobile"}}],"tags":["T1"],"hosts":["www.example.com"],"prefixes":["example.com/blog/"],"zone":"example.com"}`)
 	if code != 202 || out["items"] != 5.0 || h.Get("X-Request-Id") == "" {
 		t.Fatalf("accepted: %d %v", code, out)
 	}
 	id := out["id"].(string)
+	if code, bad, _ := call(t, "POST", base+"/v1/purge", intakeToken, `{"zone":"example.com","hosts":["www.example.org"]}`); code != 400 || !strings.Contains(fmt.Sprint(bad["invalid"]), "www.example.org") {
+		t.Errorf("a host outside the named zone: %d %v", code, bad)
+	}
 	code, st, _ := call(t, "GET", base+"/v1/purge/"+id, intakeToken, "")
 	if code != 200 || st["state"] != "queued" || st["total"] != 5.0 {
 		t.Errorf("status: %d %v", code, st)
@@ -127,11 +131,16 @@ func TestIntakeCloudflareCompatible(t *testing.T) {
 	base := startIntake(t)
 	cf := cloudflare.NewClient(option.WithBaseURL(base+"/client/v4/"), option.WithAPIToken(intakeToken), option.WithMaxRetries(0))
 	ctx := context.Background()
+	var apiErr400 *cloudflare.Error
 
 	res, err := cf.Cache.Purge(ctx, cache.CachePurgeParams{ZoneID: cloudflare.F("zone-com"),
 		Body: cache.CachePurgeParamsBodyCachePurgeSingleFile{Files: cloudflare.F([]string{"https://example.com/a.css?v=1&x=2"})}})
 	if err != nil || res.ID == "" {
 		t.Fatalf("files purge: %v, %v", res, err)
+	}
+	if _, err := cf.Cache.Purge(ctx, cache.CachePurgeParams{ZoneID: cloudflare.F("zone-com"),
+		Body: cache.CachePurgeParamsBodyCachePurgeSingleFile{Files: cloudflare.F([]string{"https://example.org/x"})}}); !asError(err, &apiErr400) || apiErr400.StatusCode != 400 {
+		t.Errorf("a URL of another zone posted to zone-com: %v", err)
 	}
 	payload := queuedPayload(t, rdb, res.ID)
 	if !strings.Contains(payload, `"files":["https://example.com/a.css?v=1&x=2"]`) {

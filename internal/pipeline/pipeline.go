@@ -185,8 +185,25 @@ type CallHandler struct {
 	loud loudOnce
 }
 
-// ProcessTask: acquire → call → classify → record.
+// redisPause is how long a call waits when Redis failed it.
+const redisPause = 2 * time.Second
+
+// ProcessTask runs the call. Only Cloudflare's transient failures count
+// against the retry budget: a failing Redis (an outage, a failover) makes
+// the task wait and come back, like busy limits, since every step is safe
+// to run again.
 func (h *CallHandler) ProcessTask(ctx context.Context, t *asynq.Task) error {
+	err := h.process(ctx, t)
+	var w *Wait
+	var pe *purge.Error
+	if err == nil || errors.As(err, &w) || errors.As(err, &pe) || errors.Is(err, asynq.SkipRetry) || ctx.Err() != nil {
+		return err
+	}
+	return &Wait{D: redisPause, Reason: "redis: " + err.Error()}
+}
+
+// process: acquire → call → classify → record.
+func (h *CallHandler) process(ctx context.Context, t *asynq.Task) error {
 	call, err := tasks.DecodeCall(t.Payload())
 	if err != nil {
 		return fmt.Errorf("%v: %w", err, asynq.SkipRetry)

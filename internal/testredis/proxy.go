@@ -9,6 +9,7 @@ import (
 	"net"
 	"sync"
 	"sync/atomic"
+	"testing"
 	"time"
 )
 
@@ -212,4 +213,16 @@ func (p *Proxy) lose(first bool) bool {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	return p.rng.Float64() < prob
+}
+
+// StartTestProxy starts a Proxy in front of target for a test and closes it
+// when the test ends.
+func StartTestProxy(t testing.TB, target string, o ProxyOptions) *Proxy {
+	t.Helper()
+	p, err := StartProxy(target, o)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { p.Close() })
+	return p
 }

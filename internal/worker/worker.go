@@ -48,12 +48,10 @@ const (
 // Run starts the worker and blocks until ctx ends, then shuts down
 // gracefully within cfg.ShutdownTimeout.
 func Run(ctx context.Context, cfg *config.Config, log zerolog.Logger) error {
-	// Ride out a Redis restart of up to ~20 s inside each command: a handler
-	// that fails mid-call would leave its task to asynq's lease recovery
-	// (60–120 s), and asynq v0.26's own re-sync of a failed ack uses a
-	// context it has already cancelled.
-	rdb, connOpt, err := redisconn.Open(cfg.RedisURL, redisconn.Tuning{PoolSize: cfg.WorkerConcurrency() + 16,
-		MaxRetries: 25, MinRetryBackoff: 50 * time.Millisecond, MaxRetryBackoff: time.Second})
+	// Commands give up after a few seconds of a Redis outage (redisconn):
+	// a call handler that meets one re-schedules its task without
+	// counting a failure, and every step is safe to run again.
+	rdb, connOpt, err := redisconn.Open(cfg.RedisURL, cfg.WorkerConcurrency()+16)
 	if err != nil {
 		return fmt.Errorf("PURGE_REDIS_URL: %w", err)
 	}

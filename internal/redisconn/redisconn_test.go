@@ -1,0 +1,65 @@
+package redisconn
+
+import (
+	"context"
+	"testing"
+	"time"
+
+	"github.com/purgeq/purgeq/internal/testredis"
+)
+
+// TestReadyAfterCutHandshakes: when connections lose their first reply
+// (the handshake), a client still gets its first answer within the retry
+// budget, a few seconds, and not the tens of seconds that unbounded
+// retries cost.
+func TestReadyAfterCutHandshakes(t *testing.T) {
+	srv, err := testredis.Start()
+	if err != nil {
+		t.Skip(err)
+	}
+	defer srv.Close()
+	// Half of all connections lose their handshake's reply.
+	proxy := testredis.StartTestProxy(t, srv.Addr, testredis.ProxyOptions{Drop: 0.5, FirstOnly: true, Seed: 11})
+	for range 5 {
+		rdb, _, err := Open(proxy.URL(), 0)
+		if err != nil {
+			t.Fatal(err)
+		}
+		start := time.Now()
+		err = rdb.Ping(context.Background()).Err()
+		took := time.Since(start)
+		rdb.Close()
+		if err != nil {
+			t.Fatalf("ping through cut handshakes failed after %v: %v", took, err)
+		}
+		t.Logf("first answer after %v (%d handshakes cut so far)", took.Round(time.Millisecond), proxy.Dropped())
+	}
+	if proxy.Dropped() == 0 {
+		t.Error("no handshake was cut: the test proves nothing")
+	}
+}
+
+// TestFailsWithinBudget: with every reply lost, a command gives up within
+// the bounded retries instead of stalling.
+func TestFailsWithinBudget(t *testing.T) {
+	srv, err := testredis.Start()
+	if err != nil {
+		t.Skip(err)
+	}
+	defer srv.Close()
+	proxy := testredis.StartTestProxy(t, srv.Addr, testredis.ProxyOptions{Drop: 1})
+	rdb, _, err := Open(proxy.URL(), 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer rdb.Close()
+	start := time.Now()
+	if err := rdb.Ping(context.Background()).Err(); err == nil {
+		t.Fatal("a ping whose every reply is lost succeeded")
+	}
+	took := time.Since(start)
+	t.Logf("gave up after %v and %d lost replies", took.Round(time.Millisecond), proxy.Dropped())
+	if proxy.Dropped() != maxRetries+1 {
+		t.Errorf("%d attempts, want %d (one and %d retries)", proxy.Dropped(), maxRetries+1, maxRetries)
+	}
+}
