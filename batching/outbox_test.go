@@ -224,6 +224,82 @@ func TestPopRetried(t *testing.T) {
 	}
 }
 
+// TestRecordHandsOffInOneStep: the parts of a failed call sent again are
+// in flight as soon as the outcome is recorded (a crash before their
+// enqueue leaves them to the reaper, not lost), and a re-run finds the
+// outcome with its dead-letter entries.
+func TestRecordHandsOffInOneStep(t *testing.T) {
+	ob, _ := newOutbox(t)
+	ctx := context.Background()
+	admit(t, ob, request("r", false, "z", map[purge.Kind][]string{purge.Files: urls(4, "https://a.example/%d")}))
+	_, c := pop(t, ob, PopRequest{Lane: Lane{Zone: "z", Kind: purge.Files}, Cap: 100, AllowPartial: true})
+	if err := ob.Handoff(ctx, c.ID); err != nil {
+		t.Fatal(err)
+	}
+	if done, _, _ := ob.Recorded(ctx, c.ID); done {
+		t.Fatal("a call reads recorded before its outcome is")
+	}
+	rest := c.Sub(tasks.SubRest, []int{1, 2, 3})
+	entries, err := ob.Record(ctx, c, nil, []int{0}, Failure{Reason: "refused", Code: 1015}, []*tasks.Call{rest})
+	if err != nil || len(entries) != 1 {
+		t.Fatalf("Record: %v, %v", entries, err)
+	}
+	inflight, err := ob.InFlight(ctx, tasks.SubCallIDs(c.ID)...)
+	if err != nil || len(inflight) != 1 || inflight[rest.ID] == nil {
+		t.Fatalf("in flight after Record: %v, %v; want %s", inflight, err, rest.ID)
+	}
+	if stranded, _ := ob.Stranded(ctx, 0); stranded[rest.ID] == nil {
+		t.Error("the reaper does not see the re-sent part")
+	}
+	done, again, err := ob.Recorded(ctx, c.ID)
+	if err != nil || !done || len(again) != 1 || again[0].ID != entries[0].ID {
+		t.Errorf("Recorded: %v, %v, %v; want the entry %s", done, again, err, entries[0].ID)
+	}
+	if st := status(t, ob, "r"); st.Dead != 1 || st.State != "in_progress" {
+		t.Errorf("status %+v", st)
+	}
+}
+
+// TestMarkSentNamesTheAttempt: the same attempt marking twice (a retry
+// after a lost reply) is a first send both times; another attempt is a
+// re-send, counted once however often its own marking is retried.
+func TestMarkSentNamesTheAttempt(t *testing.T) {
+	ob, rdb := newOutbox(t)
+	ctx := context.Background()
+	for _, tc := range []struct {
+		attempt string
+		first   bool
+		resent  int64
+	}{{"a1", true, 0}, {"a1", true, 0}, {"a2", false, 1}, {"a2", false, 1}, {"a3", false, 2}} {
+		first, err := ob.MarkSent(ctx, "call", tc.attempt)
+		resent, _ := ob.Resent(ctx)
+		if err != nil || first != tc.first || resent != tc.resent {
+			t.Errorf("attempt %s: first %v, resent %d, %v; want %v, %d", tc.attempt, first, resent, err, tc.first, tc.resent)
+		}
+	}
+	if ttl := rdb.PTTL(ctx, keySent("call")).Val(); ttl <= 0 || ttl > markerTTL {
+		t.Errorf("sent marker TTL %v, want at most %v", ttl, markerTTL)
+	}
+}
+
+// TestNothingStaysForever: the keys of requests that never finish and of
+// dispatchers that are gone expire.
+func TestNothingStaysForever(t *testing.T) {
+	ob, rdb := newOutbox(t)
+	ctx := context.Background()
+	admit(t, ob, request("r", false, "z", map[purge.Kind][]string{purge.Tags: {"a", "b"}}))
+	if ttl := rdb.PTTL(ctx, keyRequest("r")).Val(); ttl <= 0 {
+		t.Errorf("an unfinished request's status never expires (PTTL %v)", ttl)
+	}
+	p := PopRequest{Lane: Lane{Zone: "z", Kind: purge.Tags}, Cap: 100, AllowPartial: true, Owner: "gone", Lease: time.Minute}
+	if res, _ := pop(t, ob, p); res.Status != Popped {
+		t.Fatalf("pop: %+v", res)
+	}
+	if ttl := rdb.PTTL(ctx, keyOutstanding(purge.ScopeFlex, "gone")).Val(); ttl <= 0 || ttl > time.Minute {
+		t.Errorf("a dispatcher's outstanding set has PTTL %v, want at most the lease", ttl)
+	}
+}
+
 // TestHotItem: an item asked for by a thousand requests while it waits is
 // sent once and credited to every one of them.
 func TestHotItem(t *testing.T) {

@@ -163,6 +163,39 @@ func TestCooldown(t *testing.T) {
 	}
 }
 
+// TestBucketCooldownEmptiesBucket: after a 1134 the local bucket holds no
+// tokens either, so the calls waiting out the pause do not all fire when
+// it ends: they leave at the bucket's refill rate.
+func TestBucketCooldownEmptiesBucket(t *testing.T) {
+	cfg := roomy(scopeName(t), rate.Per(1000, time.Second), 0)
+	cfg.Flex = limits.Bucket{Rate: rate.Per(10, time.Second), Burst: 50}
+	l := newLimiter(t, cfg)
+	ctx := context.Background()
+	if r, _ := l.Peek(ctx, limits.Call{Kind: purge.Tags, Items: 1}); !r.OK || r.BucketTokens < 49 {
+		t.Fatalf("a fresh bucket: %+v", r)
+	}
+	end, err := l.Cooldown(ctx, purge.ScopeFlex, 50*time.Millisecond)
+	if err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(time.Until(end))
+	granted := 0
+	for {
+		r, err := l.Acquire(ctx, limits.Call{Kind: purge.Tags, Items: 1})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !r.OK {
+			break
+		}
+		granted++
+	}
+	// 50 ms of cooldown and a few of this loop refill at most a token or two
+	if granted > 3 {
+		t.Errorf("%d calls went at once after the pause ended; the bucket kept its tokens", granted)
+	}
+}
+
 // hammer acquires single tag calls from n goroutines until stop, sleeping
 // the wait it is told (shifted by up to ±skew, as a process whose clock is
 // off wakes early or late), and returns the server times of its successes.
@@ -364,6 +397,9 @@ func TestCooldownFor(t *testing.T) {
 		{purge.Error{Scope: purge.ScopeFlex, RetryAfter: 7 * time.Second}, limits.Call{Kind: purge.Tags, Items: 1}, 7 * time.Second},
 		{purge.Error{Scope: purge.ScopeFlex}, limits.Call{Kind: purge.Tags, Items: 1}, 12 * time.Second},
 		{purge.Error{Scope: purge.ScopeURL}, limits.Call{Kind: purge.Files, Items: 400}, 500 * time.Millisecond},
+		// a Retry-After of a year is clamped
+		{purge.Error{Scope: purge.ScopeGlobal, RetryAfter: 365 * 24 * time.Hour}, limits.Call{Kind: purge.Tags, Items: 1}, limits.MaxRetryAfter},
+		{purge.Error{Scope: purge.ScopeFlex, RetryAfter: 365 * 24 * time.Hour}, limits.Call{Kind: purge.Tags, Items: 1}, limits.MaxRetryAfter},
 	}
 	for _, tt := range tests {
 		if got := l.CooldownFor(&tt.err, tt.call, 5*time.Minute); got != tt.want {

@@ -133,6 +133,34 @@ func TestEnqueueIdempotency(t *testing.T) {
 	}
 }
 
+// TestEnqueueRetriedAfterLostReply: an enqueue that finds its id taken by
+// itself (the Redis client sent it again after the reply was lost) reports
+// the request queued, with or without an idempotency key; another
+// invocation with the same key still gets a duplicate.
+func TestEnqueueRetriedAfterLostReply(t *testing.T) {
+	rdb := testredis.Connect(t)
+	testredis.Flush(t, rdb)
+	ac := asynq.NewClientFromRedisClient(rdb)
+	c := tasks.NewClient(ac, tasks.ClientOptions{Zones: mustZones(t, "example.com=id1"), Redis: rdb})
+	for _, key := range []string{"", "deploy-7"} {
+		req, err := c.Build(tasks.PurgeRequest{Files: tasks.URLs("https://example.com/a"), IdempotencyKey: key})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if rc, err := c.EnqueueBuilt(context.Background(), req); err != nil || rc.Duplicate {
+			t.Fatalf("key %q, first: %+v, %v", key, rc, err)
+		}
+		// what go-redis does when the reply is lost: the same write again
+		if rc, err := c.EnqueueBuilt(context.Background(), req); err != nil || rc.Duplicate || rc.ID != req.ID {
+			t.Errorf("key %q, the same invocation again: %+v, %v; want queued", key, rc, err)
+		}
+	}
+	other, err := c.Enqueue(context.Background(), tasks.PurgeRequest{Files: tasks.URLs("https://example.com/a"), IdempotencyKey: "deploy-7"})
+	if err != nil || !other.Duplicate {
+		t.Errorf("another invocation with the key: %+v, %v; want a duplicate", other, err)
+	}
+}
+
 // TestReplicas: with Replicas set, an enqueue that no replica confirms in
 // time says so, and the request is queued all the same (a stream's staged
 // chunks too), so enqueueing again with the key is the safe answer.

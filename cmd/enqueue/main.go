@@ -291,7 +291,7 @@ func open(ctx context.Context) (*conn, error) {
 // workers published. With mustAnswer it retries briefly and fails if Redis
 // does not answer.
 func connect(ctx context.Context, cfg *config.Config, mustAnswer bool) (*conn, error) {
-	rdb, _, err := redisconn.Open(cfg.RedisURL, 0)
+	rdb, _, err := redisconn.Open(cfg.RedisURL, redisconn.Producer)
 	if err != nil {
 		return nil, usageError("PURGE_REDIS_URL: %v", err)
 	}

@@ -9,6 +9,8 @@
 package redisconn
 
 import (
+	"context"
+	"io"
 	"net/url"
 	"strings"
 	"time"
@@ -17,26 +19,78 @@ import (
 	"github.com/redis/go-redis/v9"
 )
 
-// The one connection configuration of the worker, the CLI and the intake.
-// Every round trip is bounded, so that a Redis blip (a reply lost to a cut
-// connection, a restart, a failover) costs seconds, never a stall: go-redis
-// sends a command whose reply was lost again on a new connection (every
-// write of this project is safe twice), at most maxRetries times with
-// backoff between retryMin and retryMax, and the connection handshake sends
-// no CLIENT SETINFO (one reply fewer to lose). go-redis v9.14 retries a
-// handshake (HELLO) whose reply was lost on the same dead connection, with
-// the same budget, inside each attempt of the command: the cost of a Redis
-// that answers nothing is quadratic in maxRetries, hence a small count
-// (measured: 2.2 s in all, where 8 retries up to 500 ms took 28 s).
-const (
-	dialTimeout  = 2 * time.Second
-	ioTimeout    = 3 * time.Second
-	maxRetries   = 4
-	retryMin     = 20 * time.Millisecond
-	retryMax     = 250 * time.Millisecond
-	poolTimeout  = 4 * time.Second
-	disableIdent = true
+// Profile is what a process needs of Redis when it stops answering.
+type Profile struct {
+	// PoolSize is the most connections (0: go-redis's default).
+	PoolSize int
+	// Outage is how long a command keeps retrying (roughly). Workers ride
+	// out a restart or failover inside each command: asynq v0.26 turns any
+	// of its own writes that fails into a task stuck until its lease
+	// expires (30–90 s). Producers answer someone (a deploy hook, a
+	// webhook) who is better told soon; their writes are safe to repeat.
+	Outage time.Duration
+}
+
+// Worker and Producer are the two profiles.
+var (
+	Worker   = Profile{Outage: 20 * time.Second}
+	Producer = Profile{Outage: 2 * time.Second}
 )
+
+// The one connection configuration of the worker, the CLI and the intake.
+// Every round trip is bounded: dial, read and write timeouts; go-redis
+// sends a command whose reply was lost again on a new connection (every
+// write of this project is safe twice), with backoff between retryMin and
+// retryMax, for the profile's Outage; the handshake sends no CLIENT
+// SETINFO (one reply fewer to lose) and its HELLO gets handshakeBudget:
+// go-redis v9.14 retries a HELLO whose reply was lost on the same dead
+// connection with the whole retry budget, inside each attempt of the
+// command, so one lost handshake reply cost a worker 21 s.
+const (
+	dialTimeout     = 2 * time.Second
+	ioTimeout       = 3 * time.Second
+	poolTimeout     = 4 * time.Second
+	retryMin        = 50 * time.Millisecond
+	retryMax        = time.Second
+	handshakeBudget = 500 * time.Millisecond
+)
+
+// maxRetries is the retry count whose backoff adds up to about p.Outage.
+func (p Profile) maxRetries() int {
+	n, sum := 0, time.Duration(0)
+	for sum < p.Outage {
+		n++
+		sum += min(retryMax, retryMin<<min(n, 20))
+	}
+	return n
+}
+
+// handshake cuts go-redis's retries of a connection's HELLO short and
+// makes the connection fail with io.EOF, which the command then retries
+// on a new connection.
+type handshake struct{}
+
+func (handshake) DialHook(next redis.DialHook) redis.DialHook { return next }
+
+func (handshake) ProcessPipelineHook(next redis.ProcessPipelineHook) redis.ProcessPipelineHook {
+	return next
+}
+
+func (handshake) ProcessHook(next redis.ProcessHook) redis.ProcessHook {
+	return func(ctx context.Context, cmd redis.Cmder) error {
+		if cmd.Name() != "hello" {
+			return next(ctx, cmd)
+		}
+		hctx, cancel := context.WithTimeout(ctx, handshakeBudget)
+		defer cancel()
+		err := next(hctx, cmd)
+		if err != nil && hctx.Err() != nil && ctx.Err() == nil {
+			err = io.EOF // go-redis retries io.EOF itself, on a new connection
+			cmd.SetErr(err)
+		}
+		return err
+	}
+}
 
 // IsCluster reports whether the URL names a Redis Cluster.
 func IsCluster(redisURL string) bool {
@@ -50,18 +104,21 @@ func IsSentinel(redisURL string) bool {
 	return err == nil && u.Query().Has("master_name")
 }
 
-// Open connects to the URL with a pool of poolSize connections (0: go-redis's
-// default). The asynq options describe the same server or cluster, for the
-// parts of asynq (the web UI) that open their own.
-func Open(redisURL string, poolSize int) (redis.UniversalClient, asynq.RedisConnOpt, error) {
+// Open connects to the URL with the profile. The asynq options describe the
+// same server or cluster, for the parts of asynq (the web UI) that open
+// their own.
+func Open(redisURL string, p Profile) (redis.UniversalClient, asynq.RedisConnOpt, error) {
+	poolSize, maxRetries := p.PoolSize, p.maxRetries()
 	if IsSentinel(redisURL) {
 		opt, err := redis.ParseFailoverURL(redisURL)
 		if err != nil {
 			return nil, nil, err
 		}
 		opt.PoolSize, opt.MaxRetries, opt.MinRetryBackoff, opt.MaxRetryBackoff = poolSize, maxRetries, retryMin, retryMax
-		opt.DialTimeout, opt.ReadTimeout, opt.WriteTimeout, opt.PoolTimeout, opt.DisableIdentity = dialTimeout, ioTimeout, ioTimeout, poolTimeout, disableIdent
-		return redis.NewFailoverClient(opt), asynq.RedisFailoverClientOpt{MasterName: opt.MasterName, SentinelAddrs: opt.SentinelAddrs,
+		opt.DialTimeout, opt.ReadTimeout, opt.WriteTimeout, opt.PoolTimeout, opt.DisableIdentity = dialTimeout, ioTimeout, ioTimeout, poolTimeout, true
+		c := redis.NewFailoverClient(opt)
+		c.AddHook(handshake{})
+		return c, asynq.RedisFailoverClientOpt{MasterName: opt.MasterName, SentinelAddrs: opt.SentinelAddrs,
 			SentinelPassword: opt.SentinelPassword, Username: opt.Username, Password: opt.Password, DB: opt.DB, TLSConfig: opt.TLSConfig}, nil
 	}
 	if IsCluster(redisURL) {
@@ -70,7 +127,12 @@ func Open(redisURL string, poolSize int) (redis.UniversalClient, asynq.RedisConn
 			return nil, nil, err
 		}
 		opt.PoolSize, opt.MaxRetries, opt.MinRetryBackoff, opt.MaxRetryBackoff = poolSize, maxRetries, retryMin, retryMax
-		opt.DialTimeout, opt.ReadTimeout, opt.WriteTimeout, opt.PoolTimeout, opt.DisableIdentity = dialTimeout, ioTimeout, ioTimeout, poolTimeout, disableIdent
+		opt.DialTimeout, opt.ReadTimeout, opt.WriteTimeout, opt.PoolTimeout, opt.DisableIdentity = dialTimeout, ioTimeout, ioTimeout, poolTimeout, true
+		opt.NewClient = func(o *redis.Options) *redis.Client {
+			c := redis.NewClient(o)
+			c.AddHook(handshake{})
+			return c
+		}
 		return redis.NewClusterClient(opt), asynq.RedisClusterClientOpt{Addrs: opt.Addrs, Username: opt.Username, Password: opt.Password, TLSConfig: opt.TLSConfig}, nil
 	}
 	opt, err := redis.ParseURL(redisURL)
@@ -78,8 +140,10 @@ func Open(redisURL string, poolSize int) (redis.UniversalClient, asynq.RedisConn
 		return nil, nil, err
 	}
 	opt.PoolSize, opt.MaxRetries, opt.MinRetryBackoff, opt.MaxRetryBackoff = poolSize, maxRetries, retryMin, retryMax
-	opt.DialTimeout, opt.ReadTimeout, opt.WriteTimeout, opt.PoolTimeout, opt.DisableIdentity = dialTimeout, ioTimeout, ioTimeout, poolTimeout, disableIdent
-	return redis.NewClient(opt), asynq.RedisClientOpt{Network: opt.Network, Addr: opt.Addr, Username: opt.Username, Password: opt.Password, DB: opt.DB, TLSConfig: opt.TLSConfig}, nil
+	opt.DialTimeout, opt.ReadTimeout, opt.WriteTimeout, opt.PoolTimeout, opt.DisableIdentity = dialTimeout, ioTimeout, ioTimeout, poolTimeout, true
+	c := redis.NewClient(opt)
+	c.AddHook(handshake{})
+	return c, asynq.RedisClientOpt{Network: opt.Network, Addr: opt.Addr, Username: opt.Username, Password: opt.Password, DB: opt.DB, TLSConfig: opt.TLSConfig}, nil
 }
 
 // Describe names the server or cluster for messages, without credentials.

@@ -20,8 +20,9 @@ func TestReadyAfterCutHandshakes(t *testing.T) {
 	defer srv.Close()
 	// Half of all connections lose their handshake's reply.
 	proxy := testredis.StartTestProxy(t, srv.Addr, testredis.ProxyOptions{Drop: 0.5, FirstOnly: true, Seed: 11})
-	for range 5 {
-		rdb, _, err := Open(proxy.URL(), 0)
+	for i := range 6 {
+		profile := map[bool]Profile{true: Worker, false: Producer}[i%2 == 0]
+		rdb, _, err := Open(proxy.URL(), profile)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -32,15 +33,16 @@ func TestReadyAfterCutHandshakes(t *testing.T) {
 		if err != nil {
 			t.Fatalf("ping through cut handshakes failed after %v: %v", took, err)
 		}
-		t.Logf("first answer after %v (%d handshakes cut so far)", took.Round(time.Millisecond), proxy.Dropped())
+		t.Logf("first answer after %v (%d handshakes cut so far; outage budget %v)", took.Round(time.Millisecond), proxy.Dropped(), profile.Outage)
 	}
 	if proxy.Dropped() == 0 {
 		t.Error("no handshake was cut: the test proves nothing")
 	}
 }
 
-// TestFailsWithinBudget: with every reply lost, a command gives up within
-// the bounded retries instead of stalling.
+// TestFailsWithinBudget: with every reply lost, a command gives up after
+// its retries, each on a new connection whose handshake is cut short,
+// instead of retrying each handshake with the whole budget.
 func TestFailsWithinBudget(t *testing.T) {
 	srv, err := testredis.Start()
 	if err != nil {
@@ -48,7 +50,7 @@ func TestFailsWithinBudget(t *testing.T) {
 	}
 	defer srv.Close()
 	proxy := testredis.StartTestProxy(t, srv.Addr, testredis.ProxyOptions{Drop: 1})
-	rdb, _, err := Open(proxy.URL(), 0)
+	rdb, _, err := Open(proxy.URL(), Producer)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -59,7 +61,7 @@ func TestFailsWithinBudget(t *testing.T) {
 	}
 	took := time.Since(start)
 	t.Logf("gave up after %v and %d lost replies", took.Round(time.Millisecond), proxy.Dropped())
-	if proxy.Dropped() != maxRetries+1 {
-		t.Errorf("%d attempts, want %d (one and %d retries)", proxy.Dropped(), maxRetries+1, maxRetries)
+	if n := Producer.maxRetries(); proxy.Dropped() != int64(n+1) {
+		t.Errorf("%d attempts, want %d (one and %d retries)", proxy.Dropped(), n+1, n)
 	}
 }

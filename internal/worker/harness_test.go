@@ -124,7 +124,7 @@ func setup(t *testing.T, sim cftest.Config, vars map[string]string) *env {
 func (e *env) onRedis(redisURL string) {
 	e.t.Helper()
 	e.t.Setenv("PURGE_REDIS_URL", redisURL)
-	rdb, _, err := redisconn.Open(redisURL, 0)
+	rdb, _, err := redisconn.Open(redisURL, redisconn.Producer)
 	if err != nil {
 		e.t.Fatal(err)
 	}

@@ -51,7 +51,7 @@ func Run(ctx context.Context, cfg *config.Config, log zerolog.Logger) error {
 	// Commands give up after a few seconds of a Redis outage (redisconn):
 	// a call handler that meets one re-schedules its task without
 	// counting a failure, and every step is safe to run again.
-	rdb, connOpt, err := redisconn.Open(cfg.RedisURL, cfg.WorkerConcurrency()+16)
+	rdb, connOpt, err := redisconn.Open(cfg.RedisURL, redisconn.Profile{PoolSize: cfg.WorkerConcurrency() + 16, Outage: redisconn.Worker.Outage})
 	if err != nil {
 		return fmt.Errorf("PURGE_REDIS_URL: %w", err)
 	}
