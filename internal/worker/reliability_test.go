@@ -10,7 +10,10 @@ import (
 	"time"
 
 	"github.com/hibiken/asynq"
+	"github.com/redis/go-redis/v9"
 
+	"github.com/purgeq/purgeq/batching"
+	"github.com/purgeq/purgeq/internal/pipeline"
 	"github.com/purgeq/purgeq/internal/testredis"
 	"github.com/purgeq/purgeq/internal/testwait"
 	"github.com/purgeq/purgeq/purge"
@@ -159,5 +162,44 @@ func TestBlipsKeepDeadLettersMirrored(t *testing.T) {
 	}
 	if proxy.Dropped() == 0 {
 		t.Error("no reply was lost: the test proves nothing")
+	}
+}
+
+// TestLostDequeueReply: the reply to asynq's dequeue of a call is lost
+// (the script moved the task to active; no worker holds it). The call sits
+// until its lease expires and asynq's recoverer runs, then goes out: with
+// PURGE_MAX_RETRY=0 it is neither archived nor dead-lettered. The stall is
+// logged for the README.
+func TestLostDequeueReply(t *testing.T) {
+	e := setup(t, cftest.Config{}, map[string]string{"PURGE_MAX_RETRY": "0", "PURGE_BATCH_WAIT": "50ms"})
+	ctx := context.Background()
+	id := e.enqueue(tasks.PurgeRequest{Zone: "a.example", Tags: []string{"stranded"}}).ID
+	// what the worker does, by hand: admit, pop, hand the call to asynq
+	req := &tasks.Request{ID: id, EnqueuedAt: time.Now().UnixMilli(), Zones: map[string]map[purge.Kind][]string{"za": {purge.Tags: {"stranded"}}}}
+	if err := e.outbox.Admit(ctx, req, 0, 1); err != nil {
+		t.Fatal(err)
+	}
+	res, err := e.outbox.Pop(ctx, batching.PopRequest{Lane: batching.Lane{Zone: "za", Kind: purge.Tags}, Cap: 100, AllowPartial: true, Window: 8, Lease: time.Hour, Owner: "test"})
+	if err != nil || res.Status != batching.Popped {
+		t.Fatalf("pop: %+v, %v", res, err)
+	}
+	ac := asynq.NewClientFromRedisClient(e.rdb)
+	defer ac.Close()
+	if _, err := ac.Enqueue(asynq.NewTask(tasks.TypeCall, res.Call), asynq.TaskID(res.CallID), asynq.Queue(tasks.QueueCalls), asynq.MaxRetry(pipeline.TaskMaxRetry)); err != nil {
+		t.Fatal(err)
+	}
+	e.outbox.Handoff(ctx, res.CallID)
+	e.rdb.Del(ctx, "asynq:{"+tasks.QueueRequests+"}:pending") // the request is admitted already
+	// asynq's dequeue script, whose reply never arrives
+	q := "asynq:{" + tasks.QueueCalls + "}:"
+	e.rdb.RPopLPush(ctx, q+"pending", q+"active")
+	e.rdb.HSet(ctx, q+"t:"+res.CallID, "state", "active")
+	e.rdb.ZAdd(ctx, q+"lease", redis.Z{Score: float64(time.Now().Add(30 * time.Second).Unix()), Member: res.CallID})
+	start := time.Now()
+	e.startWorker()
+	st := e.waitDone(3*time.Minute, id)[id]
+	t.Logf("a call whose dequeue reply was lost went out %v later", time.Since(start).Round(time.Second))
+	if st.State != "done" || archivedCalls(t, e) != 0 {
+		t.Errorf("status %+v, %d archived calls", st, archivedCalls(t, e))
 	}
 }
