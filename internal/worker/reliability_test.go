@@ -97,7 +97,7 @@ func TestHugeRequestStaysResponsive(t *testing.T) {
 	n := envInt("PURGEQ_HUGE_TAGS", 20000)
 	e := setup(t, cftest.Config{}, map[string]string{"PURGE_BATCH_WAIT": "50ms"})
 	ctx := context.Background()
-	e.rdb.ConfigSet(ctx, "slowlog-log-slower-than", "250000")
+	e.rdb.ConfigSet(ctx, "slowlog-log-slower-than", "20000") // 20 ms, to report the slowest
 	t.Cleanup(func() { e.rdb.ConfigSet(ctx, "slowlog-log-slower-than", "10000") })
 	e.rdb.Do(ctx, "SLOWLOG", "RESET")
 	tags := make([]string, n)
@@ -113,11 +113,15 @@ func TestHugeRequestStaysResponsive(t *testing.T) {
 	})
 	small := e.enqueue(tasks.PurgeRequest{Zone: "c.example", Tags: []string{"small"}}).ID
 	done := e.waitDone(5*time.Minute, small, huge)
-	slow, _ := e.rdb.SlowLogGet(ctx, 20).Result()
-	t.Logf("%d tags purged in %v; small request %s; Redis commands over 250 ms: %d", n, time.Since(start).Round(time.Millisecond), done[small].State, len(slow))
+	slow, _ := e.rdb.SlowLogGet(ctx, 128).Result()
+	var slowest time.Duration
 	for _, s := range slow {
-		t.Errorf("slow Redis command (%v): %.80s", s.Duration, strings.Join(s.Args, " "))
+		slowest = max(slowest, s.Duration)
+		if s.Duration >= 250*time.Millisecond {
+			t.Errorf("slow Redis command (%v): %.80s", s.Duration, strings.Join(s.Args, " "))
+		}
 	}
+	t.Logf("%d tags purged in %v; small request %s; Redis commands over 20 ms: %d, slowest %v", n, time.Since(start).Round(time.Millisecond), done[small].State, len(slow), slowest)
 	if done[huge].Purged != n || done[small].State != "done" {
 		t.Errorf("huge %+v, small %+v", done[huge], done[small])
 	}
