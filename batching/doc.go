@@ -4,15 +4,26 @@
 // ("lane"), in the order they were admitted, beside a set of their digests
 // so that an item waiting twice is stored once (the layout is described at
 // luaLanes). A purge-everything for a zone supersedes what waits
-// for that zone (the requests that asked for those items are credited as
-// superseded, not silently dropped) and covers what arrives while it waits.
+// for that zone and covers what arrives while it waits: the requests that
+// asked for those items ride with the everything item (as rid~n in its
+// source list) and are credited as superseded when that call is accepted,
+// or dead-lettered with it. Admission runs in slices of 1,000 items, so a
+// huge request never holds Redis for long.
+//
+// Outcomes are recorded once per call (Record): purged items credited,
+// dead ones stored in the dead-letter queue (which keeps every entry until
+// an operator acts), and the parts of a failed call to send again put in
+// flight in the same script. Every script answers a retry (after a lost
+// reply) as it answered the first run. Request status (Status) counts
+// purged, dead and superseded items per request.
 //
 // The Dispatcher turns waiting items into purge:call tasks. For each limit
 // scope (the flex bucket, the URL bucket) it keeps a bounded window of
 // outstanding calls (per dispatcher, so that a dead worker's calls, which
-// asynq recovers only after their lease, block no one); it pops a chunk of at most the cap for the kind when
-// the lane holds a full chunk, or when the lane's oldest item has waited
-// the batch wait and the limits could carry the call now. Under pressure the
+// asynq recovers only after their lease, block no one); it pops a chunk of
+// at most the cap for the kind once the lane's oldest item has waited the
+// batch wait (a full chunk at once with EagerFull), a partial one only when
+// the limits could carry the call now. Under pressure the
 // window is full of calls waiting for tokens, so items pile up in the
 // outbox and every call that leaves is full; with room to spare, items
 // leave after at most the batch wait. Lanes of one scope are served round

@@ -267,9 +267,11 @@ local rid, soft = ARGV[3], ARGV[5]
 -- admission lags behind a burst, items must not arrive already "ready"
 -- and leave in partial chunks.
 local reqk = P .. 'req:' .. rid
--- mark counts the chunk's slices admitted so far (slices go in order).
-local mark, slice = 'chunk:' .. ARGV[7], tonumber(ARGV[9])
+-- mark counts the chunk's slices admitted so far (slices go in order);
+-- chunk:<i> is what versions before slicing wrote for a whole chunk.
+local mark, slice = 'slices:' .. ARGV[7], tonumber(ARGV[9])
 if (tonumber(redis.call('HGET', reqk, mark)) or 0) > slice then return 0 end
+if redis.call('HEXISTS', reqk, 'chunk:' .. ARGV[7]) == 1 then return 0 end
 if redis.call('EXISTS', reqk) == 0 then
   redis.call('HSET', reqk, 'total', 0, 'purged', 0, 'dead', 0, 'superseded', 0, 'created', ARGV[4], 'soft', soft, 'pending', ARGV[8])
 end
@@ -523,13 +525,14 @@ func (o *Outbox) pop(ctx context.Context, p PopRequest, id string) (PopResult, e
 }
 
 // Handoff clears a call's in-flight record once its task is in asynq.
+// Two plain commands, not MULTI/EXEC, so that the Redis client sends each
+// again when its reply is lost (both are harmless twice; the reaper skips
+// a time without a record).
 func (o *Outbox) Handoff(ctx context.Context, callID string) error {
-	_, err := o.rdb.TxPipelined(ctx, func(p redis.Pipeliner) error {
-		p.HDel(ctx, keyInflight, callID)
-		p.ZRem(ctx, keyInflightAt, callID)
-		return nil
-	})
-	return err
+	if err := o.rdb.HDel(ctx, keyInflight, callID).Err(); err != nil {
+		return err
+	}
+	return o.rdb.ZRem(ctx, keyInflightAt, callID).Err()
 }
 
 // InFlight returns the in-flight records among ids (calls popped or
@@ -646,12 +649,10 @@ func (o *Outbox) Status(ctx context.Context, id string) (Status, error) {
 // items expired or vanished before admission). Items of it already
 // admitted still go out.
 func (o *Outbox) FailRequest(ctx context.Context, id, reason string) error {
-	_, err := o.rdb.TxPipelined(ctx, func(p redis.Pipeliner) error {
-		p.HSet(ctx, keyRequest(id), "error", reason, "finished", time.Now().UnixMilli())
-		p.PExpire(ctx, keyRequest(id), o.retention)
-		return nil
-	})
-	return err
+	if err := o.rdb.HSet(ctx, keyRequest(id), "error", reason, "finished", time.Now().UnixMilli()).Err(); err != nil {
+		return err
+	}
+	return o.rdb.PExpire(ctx, keyRequest(id), o.retention).Err()
 }
 
 func flag(b bool) string {

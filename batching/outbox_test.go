@@ -300,6 +300,31 @@ func TestNothingStaysForever(t *testing.T) {
 	}
 }
 
+// TestAdmissionInSlices: a request larger than a slice is admitted in
+// several scripts; admitting it again (a retried task) adds nothing, and a
+// chunk that the version before slicing admitted is not admitted again.
+func TestAdmissionInSlices(t *testing.T) {
+	ob, rdb := newOutbox(t)
+	ctx := context.Background()
+	r := request("big", false, "z", map[purge.Kind][]string{purge.Tags: urls(2500, "t-%d"), purge.Hosts: {"a.example"}})
+	admit(t, ob, r)
+	admit(t, ob, r)
+	if st := status(t, ob, "big"); st.Total != 2501 {
+		t.Errorf("total %d, want 2501", st.Total)
+	}
+	if n, _ := rdb.HGet(ctx, keyRequest("big"), "slices:0").Int(); n != 3 {
+		t.Errorf("%d slices recorded, want 3", n)
+	}
+	if stats, _ := ob.LaneStats(ctx); len(stats) != 2 || stats[0].Depth+stats[1].Depth != 2501 {
+		t.Errorf("lanes %+v", stats)
+	}
+	rdb.HSet(ctx, keyRequest("old"), "chunk:0", 1, "total", 5, "pending", 0)
+	admit(t, ob, request("old", false, "z", map[purge.Kind][]string{purge.Tags: urls(5, "old-%d")}))
+	if st := status(t, ob, "old"); st.Total != 5 {
+		t.Errorf("a chunk admitted by the previous version was admitted again: %+v", st)
+	}
+}
+
 // TestHotItem: an item asked for by a thousand requests while it waits is
 // sent once and credited to every one of them.
 func TestHotItem(t *testing.T) {

@@ -194,22 +194,30 @@ func (c *Client) EnqueueBuilt(ctx context.Context, req *Request) (Receipt, error
 		opts = append(opts, asynq.Retention(c.opts.Retention))
 	}
 	_, err := c.asynq.EnqueueContext(ctx, asynq.NewTask(TypeRequest, payload), opts...)
-	if errors.Is(err, asynq.ErrTaskIDConflict) {
+	switch {
+	case errors.Is(err, asynq.ErrTaskIDConflict) && req.Idempotent:
 		// The id is taken: by this very request when the Redis client sent
 		// the enqueue again after its reply was lost, or by an earlier run
 		// with the same idempotency key.
-		own, oerr := c.own(ctx, req)
-		if oerr != nil {
-			return Receipt{}, fmt.Errorf("queueing request: telling a retry from a duplicate: %w", oerr)
+		mine, herr := c.holds(ctx, req)
+		if herr != nil {
+			return Receipt{}, fmt.Errorf("%w: telling a retry from a duplicate: %v", ErrUncertain, herr)
 		}
-		if !own {
+		if !mine {
 			rc.Duplicate = true
 			return rc, nil
 		}
-		err = nil
-	}
-	if err != nil {
-		return Receipt{}, fmt.Errorf("queueing request: %w", err)
+	case errors.Is(err, asynq.ErrTaskIDConflict):
+		// a random id is taken only by this request itself
+	case err != nil:
+		// The write may have run before its reply was lost.
+		mine, herr := c.holds(ctx, req)
+		switch {
+		case herr != nil:
+			return Receipt{}, fmt.Errorf("%w: %v", ErrUncertain, err)
+		case !mine:
+			return Receipt{}, fmt.Errorf("queueing request: %w", err)
+		}
 	}
 	if err := c.replicated(ctx); err != nil {
 		return rc, fmt.Errorf("request %s: %w", rc.ID, err)
@@ -217,15 +225,15 @@ func (c *Client) EnqueueBuilt(ctx context.Context, req *Request) (Receipt, error
 	return rc, nil
 }
 
-// own reports whether the queued task with req's id is req itself. A
-// random id is never taken by another request; an id derived from an
-// idempotency key is req's if the queued task carries req's nonce (a task
-// already processed and deleted counts as another's: what it asked is
-// queued, whoever it was).
-func (c *Client) own(ctx context.Context, req *Request) (bool, error) {
-	if !req.Idempotent {
-		return true, nil
-	}
+// ErrUncertain: the enqueue failed in a way that leaves unknown whether the
+// request was queued (Redis stopped answering after the write went out).
+// Enqueueing again with the same idempotency key is safe.
+var ErrUncertain = errors.New("queueing request: Redis stopped answering; the request may or may not be queued")
+
+// holds reports whether the queue holds req itself: a task with its id
+// and its nonce. Without ClientOptions.Redis it cannot tell, and reports
+// false. A task already processed and deleted counts as not held.
+func (c *Client) holds(ctx context.Context, req *Request) (bool, error) {
 	if c.opts.Redis == nil {
 		return false, nil
 	}

@@ -75,7 +75,11 @@ func (s *Stream) Commit(ctx context.Context) (Receipt, error) {
 	s.req.Chunks = s.chunks
 	s.req.EnqueuedAt = time.Now().UnixMilli()
 	rc, err := s.c.EnqueueBuilt(ctx, &s.req)
-	if (err != nil && !errors.Is(err, ErrNotReplicated)) || rc.Duplicate {
+	switch {
+	case errors.Is(err, ErrUncertain):
+		// perhaps queued: the chunks stay (their expiry clears them if not)
+		return rc, err
+	case (err != nil && !errors.Is(err, ErrNotReplicated)) || rc.Duplicate:
 		s.Abort(ctx)
 		return rc, err
 	}

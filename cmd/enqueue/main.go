@@ -232,9 +232,10 @@ func (c *conn) enqueueFrom(ctx context.Context, o options, pr tasks.PurgeRequest
 }
 
 // queueError explains a failed enqueue: nothing was queued, unless the
-// request is queued but not yet on the replicas PURGE_REDIS_REPLICAS asks for.
+// request is queued but not yet on the replicas PURGE_REDIS_REPLICAS asks
+// for, or Redis stopped answering before it could tell.
 func queueError(err error) error {
-	if errors.Is(err, tasks.ErrNotReplicated) {
+	if errors.Is(err, tasks.ErrNotReplicated) || errors.Is(err, tasks.ErrUncertain) {
 		return fmt.Errorf("%w; enqueue again with the same --idempotency-key to be sure", err)
 	}
 	return fmt.Errorf("%w (nothing was queued)", err)

@@ -176,8 +176,8 @@ func (s *server) enqueue(ctx context.Context, pr tasks.PurgeRequest, bad []purge
 		return tasks.Receipt{}, http.StatusBadRequest, bad, fmt.Errorf("%d invalid item(s), nothing queued", len(bad))
 	}
 	rc, err := s.Queue.EnqueueBuilt(ctx, req)
-	if errors.Is(err, tasks.ErrNotReplicated) {
-		s.Log.Warn().Err(err).Msg("queued, not yet replicated")
+	if errors.Is(err, tasks.ErrNotReplicated) || errors.Is(err, tasks.ErrUncertain) {
+		s.Log.Warn().Err(err).Msg("perhaps queued")
 		return tasks.Receipt{}, http.StatusServiceUnavailable, nil, fmt.Errorf("%v; retry with the same Idempotency-Key to be sure", err)
 	}
 	if err != nil {

@@ -25,6 +25,7 @@ import (
 	"github.com/rs/zerolog"
 
 	"github.com/purgeq/purgeq/batching"
+	"github.com/purgeq/purgeq/internal/redisconn"
 	"github.com/purgeq/purgeq/limits"
 	"github.com/purgeq/purgeq/purge"
 	"github.com/purgeq/purgeq/tasks"
@@ -189,17 +190,16 @@ type CallHandler struct {
 const redisPause = 2 * time.Second
 
 // ProcessTask runs the call. Only Cloudflare's transient failures count
-// against the retry budget: a failing Redis (an outage, a failover) makes
-// the task wait and come back, like busy limits, since every step is safe
-// to run again.
+// against the retry budget: Redis out of reach (an outage, a failover)
+// makes the task wait and come back, like busy limits, since every step is
+// safe to run again. Other errors are failures, retried with backoff and
+// logged by asynq.
 func (h *CallHandler) ProcessTask(ctx context.Context, t *asynq.Task) error {
 	err := h.process(ctx, t)
-	var w *Wait
-	var pe *purge.Error
-	if err == nil || errors.As(err, &w) || errors.As(err, &pe) || errors.Is(err, asynq.SkipRetry) || ctx.Err() != nil {
-		return err
+	if err != nil && ctx.Err() == nil && redisconn.Unreachable(err) {
+		return &Wait{D: redisPause, Reason: "redis unreachable: " + err.Error()}
 	}
-	return &Wait{D: redisPause, Reason: "redis: " + err.Error()}
+	return err
 }
 
 // process: acquire → call → classify → record.
@@ -272,8 +272,19 @@ func (h *CallHandler) acquire(ctx context.Context, need limits.Call) error {
 // record maps the outcome onto the outbox and asynq.
 func (h *CallHandler) record(ctx context.Context, log zerolog.Logger, call *tasks.Call, need limits.Call, acc purge.Accepted, err error) error {
 	if err == nil {
-		if _, err := h.Outbox.Record(ctx, call, all(len(call.Items)), nil, batching.Failure{}, nil); err != nil {
-			return err
+		// Cloudflare accepted the call: recording it must not fail for a
+		// blip, or the re-run would purge the items again.
+		for {
+			_, err := h.Outbox.Record(ctx, call, all(len(call.Items)), nil, batching.Failure{}, nil)
+			if err == nil {
+				break
+			}
+			log.Warn().Err(err).Msg("recording an accepted call failed; trying again")
+			select {
+			case <-ctx.Done():
+				return err
+			case <-time.After(redisPause):
+			}
 		}
 		log.Info().Str("outcome", "accepted").Str("cf_id", acc.ID).Int64("waited_ms", time.Now().UnixMilli()-call.Oldest).Msg("purged")
 		h.Done()

@@ -10,7 +10,9 @@ package redisconn
 
 import (
 	"context"
+	"errors"
 	"io"
+	"net"
 	"net/url"
 	"strings"
 	"time"
@@ -84,12 +86,30 @@ func (handshake) ProcessHook(next redis.ProcessHook) redis.ProcessHook {
 		hctx, cancel := context.WithTimeout(ctx, handshakeBudget)
 		defer cancel()
 		err := next(hctx, cmd)
-		if err != nil && hctx.Err() != nil && ctx.Err() == nil {
+		var answered redis.Error // an answer (an old server refusing HELLO) stays
+		if err != nil && !errors.As(err, &answered) && hctx.Err() != nil && ctx.Err() == nil {
 			err = io.EOF // go-redis retries io.EOF itself, on a new connection
 			cmd.SetErr(err)
 		}
 		return err
 	}
+}
+
+// Unreachable reports whether err means Redis did not answer (a refused or
+// cut connection, a timeout, a server loading or failing over), as opposed
+// to an answer refusing the command.
+func Unreachable(err error) bool {
+	var ne net.Error
+	if errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF) || errors.Is(err, redis.ErrPoolTimeout) ||
+		errors.Is(err, redis.ErrClosed) || errors.As(err, &ne) {
+		return true
+	}
+	for _, p := range []string{"LOADING ", "READONLY ", "MASTERDOWN ", "CLUSTERDOWN ", "TRYAGAIN "} {
+		if strings.Contains(err.Error(), p) {
+			return true
+		}
+	}
+	return false
 }
 
 // IsCluster reports whether the URL names a Redis Cluster.

@@ -2,6 +2,9 @@ package redisconn
 
 import (
 	"context"
+	"errors"
+	"fmt"
+	"io"
 	"testing"
 	"time"
 
@@ -33,6 +36,11 @@ func TestReadyAfterCutHandshakes(t *testing.T) {
 		if err != nil {
 			t.Fatalf("ping through cut handshakes failed after %v: %v", took, err)
 		}
+		// one cut handshake, one backoff, one read: not the whole retry
+		// budget per handshake (19.6 s for the worker without the bound)
+		if limit := handshakeBudget + retryMax + ioTimeout; took > limit {
+			t.Errorf("first answer after %v, more than %v", took, limit)
+		}
 		t.Logf("first answer after %v (%d handshakes cut so far; outage budget %v)", took.Round(time.Millisecond), proxy.Dropped(), profile.Outage)
 	}
 	if proxy.Dropped() == 0 {
@@ -63,5 +71,32 @@ func TestFailsWithinBudget(t *testing.T) {
 	t.Logf("gave up after %v and %d lost replies", took.Round(time.Millisecond), proxy.Dropped())
 	if n := Producer.maxRetries(); proxy.Dropped() != int64(n+1) {
 		t.Errorf("%d attempts, want %d (one and %d retries)", proxy.Dropped(), n+1, n)
+	}
+}
+
+func TestUnreachable(t *testing.T) {
+	srv, err := testredis.Start()
+	if err != nil {
+		t.Skip(err)
+	}
+	addr := srv.Addr
+	srv.Close()
+	rdb, _, _ := Open("redis://"+addr+"/0", Profile{Outage: time.Millisecond})
+	defer rdb.Close()
+	down := rdb.Ping(context.Background()).Err()
+	for _, tc := range []struct {
+		err  error
+		want bool
+	}{
+		{down, true},
+		{io.EOF, true},
+		{fmt.Errorf("recording: %w", io.ErrUnexpectedEOF), true},
+		{errors.New("LOADING Redis is loading the dataset in memory"), true},
+		{errors.New("ERR Error running script: attempt to index a nil value"), false},
+		{errors.New("OOM command not allowed when used memory > 'maxmemory'"), false},
+	} {
+		if got := Unreachable(tc.err); got != tc.want {
+			t.Errorf("Unreachable(%v) = %v, want %v", tc.err, got, tc.want)
+		}
 	}
 }

@@ -58,6 +58,7 @@ func TestInvariant(t *testing.T) {
 	var reqs []acked
 	keyed := map[string]acked{} // idempotency key → the request it queued
 	workers := []*proc{}
+	kills, restarts := 0, 0
 	start := func() {
 		t.Setenv("PURGE_MAX_RETRY", strconv.Itoa(rng.IntN(4)))
 		workers = append(workers, e.startWorkerProcess())
@@ -130,6 +131,7 @@ func TestInvariant(t *testing.T) {
 				k := rng.IntN(len(workers))
 				workers[k].kill()
 				workers = append(workers[:k], workers[k+1:]...)
+				kills++
 				start()
 			case 1:
 				srv.Stop()
@@ -137,6 +139,7 @@ func TestInvariant(t *testing.T) {
 				if err := srv.Restart(); err != nil {
 					t.Fatal(err)
 				}
+				restarts++
 			case 2:
 				e.sim.Force429([]purge.Scope{purge.ScopeGlobal, purge.ScopeFlex, purge.ScopeURL}[rng.IntN(3)], 1+rng.IntN(2))
 			case 3:
@@ -152,7 +155,18 @@ func TestInvariant(t *testing.T) {
 	}
 	statuses := e.waitDone(5*time.Minute, ids...)
 	checkInvariant(t, e, reqs, statuses, poison)
-	t.Logf("%d requests, %d poison items, %d replies lost, simulator %+v", len(reqs), len(poison), proxy.Dropped(), e.sim.Stats())
+	done, failed, items := 0, 0, 0
+	for _, a := range reqs {
+		items += len(a.items)
+		if statuses[a.id].State == "done" {
+			done++
+		} else {
+			failed++
+		}
+	}
+	dead, _ := e.outbox.DeadCount(context.Background())
+	t.Logf("%d requests (%d items): %d done, %d failed; %d dead-letter entries (%d poison items); faults: %d worker kills, %d Redis restarts, %d replies lost; simulator %+v",
+		len(reqs), items, done, failed, dead, len(poison), kills, restarts, proxy.Dropped(), e.sim.Stats())
 }
 
 // producerVia is a producer client whose Redis is at redisURL.

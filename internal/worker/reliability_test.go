@@ -127,7 +127,7 @@ func TestHugeRequestStaysResponsive(t *testing.T) {
 	}
 }
 
-// TestBlipsKeepDeadLettersMirrored: a worker whose Redis loses 2% of its
+// TestBlipsKeepDeadLettersMirrored: a worker whose Redis loses 5% of its
 // replies makes one dead-letter entry and one UI mirror per poison URL,
 // counts no false re-send, and purges everything else.
 func TestBlipsKeepDeadLettersMirrored(t *testing.T) {
@@ -139,7 +139,7 @@ func TestBlipsKeepDeadLettersMirrored(t *testing.T) {
 		}
 	}
 	e.sim.Poison(poison...)
-	proxy := testredis.StartTestProxy(t, srv.Addr, testredis.ProxyOptions{Drop: 0.02, Seed: 3})
+	proxy := testredis.StartTestProxy(t, srv.Addr, testredis.ProxyOptions{Drop: 0.05, Seed: 3})
 	t.Setenv("PURGE_REDIS_URL", proxy.URL())
 	e.startWorker()
 	purged, dead := settled(t, e, e.flood(300, "blip"), 3*time.Minute)

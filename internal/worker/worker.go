@@ -48,8 +48,8 @@ const (
 // Run starts the worker and blocks until ctx ends, then shuts down
 // gracefully within cfg.ShutdownTimeout.
 func Run(ctx context.Context, cfg *config.Config, log zerolog.Logger) error {
-	// Commands give up after a few seconds of a Redis outage (redisconn):
-	// a call handler that meets one re-schedules its task without
+	// Commands ride out about 20 s of a Redis outage (redisconn.Worker); a
+	// call handler that meets a longer one re-schedules its task without
 	// counting a failure, and every step is safe to run again.
 	rdb, connOpt, err := redisconn.Open(cfg.RedisURL, redisconn.Profile{PoolSize: cfg.WorkerConcurrency() + 16, Outage: redisconn.Worker.Outage})
 	if err != nil {
