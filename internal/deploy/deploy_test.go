@@ -131,3 +131,29 @@ func TestDockerfile(t *testing.T) {
 		t.Error("the image runs as root")
 	}
 }
+
+// TestDockerignore: the build context leaves out the repository's history,
+// local binaries and run results (COPY . . would send them into every
+// image build), and keeps what the build compiles.
+func TestDockerignore(t *testing.T) {
+	raw, err := os.ReadFile("../../.dockerignore")
+	if err != nil {
+		t.Fatal(err)
+	}
+	ignored := map[string]bool{}
+	for _, line := range strings.Split(string(raw), "\n") {
+		if line = strings.TrimSpace(line); line != "" && !strings.HasPrefix(line, "#") {
+			ignored[line] = true
+		}
+	}
+	for _, want := range []string{".git", "*.test", "/worker", "/enqueue", "/purgebench", "/test-artifacts/", "/bench-results/"} {
+		if !ignored[want] {
+			t.Errorf(".dockerignore does not leave out %s", want)
+		}
+	}
+	for _, needed := range []string{"go.mod", "go.sum", "cmd", "/cmd", "internal", "*.go"} {
+		if ignored[needed] {
+			t.Errorf(".dockerignore leaves out %s, which the build needs", needed)
+		}
+	}
+}

@@ -159,9 +159,22 @@ func admittedTotal(ctx context.Context, ob *batching.Outbox, id string) int {
 	return st.Total
 }
 
+// CallStore is what the call handler needs of the outbox's state
+// (*batching.Outbox): markers, outcomes and hand-offs. Tests put a fake
+// here to check every decision without Redis.
+type CallStore interface {
+	Recorded(ctx context.Context, callID string) (bool, []batching.DeadEntry, error)
+	MarkSent(ctx context.Context, callID, attempt string) (bool, error)
+	Unsent(ctx context.Context, callID string) error
+	FirstFailure(ctx context.Context, callID string) (time.Time, error)
+	Record(ctx context.Context, c *tasks.Call, purged, dead []int, f batching.Failure, resend []*tasks.Call) ([]batching.DeadEntry, error)
+	InFlight(ctx context.Context, ids ...string) (map[string][]byte, error)
+	Handoff(ctx context.Context, callID string) error
+}
+
 // CallHandler runs purge:call tasks.
 type CallHandler struct {
-	Outbox  *batching.Outbox
+	Outbox  CallStore
 	Limiter Limiter
 	API     API
 	// Enqueue hands the re-sent part of a failed call back to the queue.
