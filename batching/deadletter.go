@@ -7,6 +7,8 @@ import (
 	"slices"
 
 	"github.com/redis/go-redis/v9"
+
+	"github.com/purgeq/purgeq/internal/keyspace"
 )
 
 // The dead-letter store keeps every entry until an operator retries or
@@ -16,13 +18,13 @@ import (
 
 // DeadCount is the number of dead-letter entries.
 func (o *Outbox) DeadCount(ctx context.Context) (int64, error) {
-	return o.rdb.HLen(ctx, keyDead).Result()
+	return o.rdb.HLen(ctx, keyspace.Dead).Result()
 }
 
 // DeadEntries lists dead-letter entries, oldest first; zone, if set, keeps
 // only that zone's (by id).
 func (o *Outbox) DeadEntries(ctx context.Context, zone string) ([]DeadEntry, error) {
-	ids, err := o.rdb.ZRange(ctx, keyDeadAt, 0, -1).Result()
+	ids, err := o.rdb.ZRange(ctx, keyspace.DeadAt, 0, -1).Result()
 	if err != nil {
 		return nil, err
 	}
@@ -38,7 +40,7 @@ func (o *Outbox) DeadEntries(ctx context.Context, zone string) ([]DeadEntry, err
 func (o *Outbox) deadByID(ctx context.Context, ids []string) ([]DeadEntry, error) {
 	var out []DeadEntry
 	for start := 0; start < len(ids); start += 1000 {
-		vals, err := o.rdb.HMGet(ctx, keyDead, ids[start:min(start+1000, len(ids))]...).Result()
+		vals, err := o.rdb.HMGet(ctx, keyspace.Dead, ids[start:min(start+1000, len(ids))]...).Result()
 		if err != nil {
 			return nil, err
 		}
@@ -59,56 +61,14 @@ func (o *Outbox) deadByID(ctx context.Context, ids []string) ([]DeadEntry, error
 
 // DeadIDs lists every dead-letter entry id, oldest first.
 func (o *Outbox) DeadIDs(ctx context.Context) ([]string, error) {
-	return o.rdb.ZRange(ctx, keyDeadAt, 0, -1).Result()
+	return o.rdb.ZRange(ctx, keyspace.DeadAt, 0, -1).Result()
 }
-
-// retryCmd puts dead-lettered items back into their lanes, as waiting
-// items of the requests they came from, and removes their entries. The
-// items then go out in new calls with a fresh retry budget; the requests'
-// dead counts go down again and they are no longer finished.
-//
-// KEYS[1] dead-letter hash, KEYS[2] dead-letter times, KEYS[3] lanes set.
-// ARGV[1] prefix, ARGV[2…] entry ids. Returns the number of entries retried.
-var retryCmd = redis.NewScript(luaClock + luaSources + luaLanes + `
-local P = ARGV[1]
-local n = 0
-for i = 2, #ARGV do
-  local raw = redis.call('HGET', KEYS[1], ARGV[i])
-  if raw then
-    local e = cjson.decode(raw)
-    local soft = '0'
-    if e.soft == true then soft = '1' end
-    local lane = e.zone .. '|' .. e.kind .. '|' .. soft
-    -- entries made before sources were kept name their requests only
-    local src = e.sources
-    if type(src) ~= 'string' then
-      src = ''
-      if type(e.requests) == 'table' then src = table.concat(e.requests, ' ') end
-    end
-    for tok in string.gmatch(src, '%S+') do
-      local rid, c = parseSource(tok)
-      local rk = P .. 'req:' .. rid
-      if redis.call('EXISTS', rk) == 1 then
-        redis.call('HINCRBY', rk, 'dead', -c)
-        redis.call('HDEL', rk, 'finished')
-        redis.call('PEXPIRE', rk, ` + requestIdleMs + `)
-      end
-    end
-    admitInto(P, lane, src, {e.item}, 1, 1)
-    redis.call('SADD', KEYS[3], lane)
-    redis.call('HDEL', KEYS[1], ARGV[i])
-    redis.call('ZREM', KEYS[2], ARGV[i])
-    n = n + 1
-  end
-end
-return n
-`)
 
 // RetryDead re-admits the entries' items; unknown ids are skipped.
 func (o *Outbox) RetryDead(ctx context.Context, ids []string) (int, error) {
 	return o.inChunks(ids, func(chunk []string) (int, error) {
 		args := append([]any{prefix}, toAny(chunk)...)
-		return retryCmd.Run(ctx, o.rdb, []string{keyDead, keyDeadAt, keyLanes}, args...).Int()
+		return retryCmd.Run(ctx, o.rdb, []string{keyspace.Dead, keyspace.DeadAt, keyspace.Lanes}, args...).Int()
 	})
 }
 
@@ -117,8 +77,8 @@ func (o *Outbox) DropDead(ctx context.Context, ids []string) (int, error) {
 	return o.inChunks(ids, func(chunk []string) (int, error) {
 		var n *redis.IntCmd
 		_, err := o.rdb.TxPipelined(ctx, func(p redis.Pipeliner) error {
-			n = p.HDel(ctx, keyDead, chunk...)
-			p.ZRem(ctx, keyDeadAt, toAny(chunk)...)
+			n = p.HDel(ctx, keyspace.Dead, chunk...)
+			p.ZRem(ctx, keyspace.DeadAt, toAny(chunk)...)
 			return nil
 		})
 		return int(n.Val()), err

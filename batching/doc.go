@@ -3,7 +3,7 @@
 // Items wait in an outbox in Redis: one list per zone, kind and soft/hard
 // ("lane"), in the order they were admitted, beside a set of their digests
 // so that an item waiting twice is stored once (the layout is described at
-// luaLanes). A purge-everything for a zone supersedes what waits
+// lua/lanes.lua). A purge-everything for a zone supersedes what waits
 // for that zone and covers what arrives while it waits: the requests that
 // asked for those items ride with the everything item (as rid~n in its
 // source list) and are credited as superseded when that call is accepted,

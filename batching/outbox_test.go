@@ -1,7 +1,9 @@
 package batching
 
 import (
+	"bytes"
 	"context"
+	"encoding/json"
 	"fmt"
 	"math/rand/v2"
 	"strings"
@@ -12,6 +14,7 @@ import (
 	"github.com/redis/go-redis/v9"
 	"github.com/rs/zerolog"
 
+	"github.com/purgeq/purgeq/internal/keyspace"
 	"github.com/purgeq/purgeq/internal/testredis"
 	"github.com/purgeq/purgeq/limits"
 	"github.com/purgeq/purgeq/purge"
@@ -277,7 +280,7 @@ func TestMarkSentNamesTheAttempt(t *testing.T) {
 			t.Errorf("attempt %s: first %v, resent %d, %v; want %v, %d", tc.attempt, first, resent, err, tc.first, tc.resent)
 		}
 	}
-	if ttl := rdb.PTTL(ctx, keySent("call")).Val(); ttl <= 0 || ttl > markerTTL {
+	if ttl := rdb.PTTL(ctx, keyspace.Sent("call")).Val(); ttl <= 0 || ttl > markerTTL {
 		t.Errorf("sent marker TTL %v, want at most %v", ttl, markerTTL)
 	}
 }
@@ -288,14 +291,14 @@ func TestNothingStaysForever(t *testing.T) {
 	ob, rdb := newOutbox(t)
 	ctx := context.Background()
 	admit(t, ob, request("r", false, "z", map[purge.Kind][]string{purge.Tags: {"a", "b"}}))
-	if ttl := rdb.PTTL(ctx, keyRequest("r")).Val(); ttl <= 0 {
+	if ttl := rdb.PTTL(ctx, keyspace.Request("r")).Val(); ttl <= 0 {
 		t.Errorf("an unfinished request's status never expires (PTTL %v)", ttl)
 	}
 	p := PopRequest{Lane: Lane{Zone: "z", Kind: purge.Tags}, Cap: 100, AllowPartial: true, Owner: "gone", Lease: time.Minute}
 	if res, _ := pop(t, ob, p); res.Status != Popped {
 		t.Fatalf("pop: %+v", res)
 	}
-	if ttl := rdb.PTTL(ctx, keyOutstanding(purge.ScopeFlex, "gone")).Val(); ttl <= 0 || ttl > time.Minute {
+	if ttl := rdb.PTTL(ctx, keyspace.Outstanding(string(purge.ScopeFlex), "gone")).Val(); ttl <= 0 || ttl > time.Minute {
 		t.Errorf("a dispatcher's outstanding set has PTTL %v, want at most the lease", ttl)
 	}
 }
@@ -312,13 +315,13 @@ func TestAdmissionInSlices(t *testing.T) {
 	if st := status(t, ob, "big"); st.Total != 2501 {
 		t.Errorf("total %d, want 2501", st.Total)
 	}
-	if n, _ := rdb.HGet(ctx, keyRequest("big"), "slices:0").Int(); n != 3 {
+	if n, _ := rdb.HGet(ctx, keyspace.Request("big"), "slices:0").Int(); n != 3 {
 		t.Errorf("%d slices recorded, want 3", n)
 	}
 	if stats, _ := ob.LaneStats(ctx); len(stats) != 2 || stats[0].Depth+stats[1].Depth != 2501 {
 		t.Errorf("lanes %+v", stats)
 	}
-	rdb.HSet(ctx, keyRequest("old"), "chunk:0", 1, "total", 5, "pending", 0)
+	rdb.HSet(ctx, keyspace.Request("old"), "chunk:0", 1, "total", 5, "pending", 0)
 	admit(t, ob, request("old", false, "z", map[purge.Kind][]string{purge.Tags: urls(5, "old-%d")}))
 	if st := status(t, ob, "old"); st.Total != 5 {
 		t.Errorf("a chunk admitted by the previous version was admitted again: %+v", st)
@@ -641,5 +644,40 @@ func TestMemoryPerWaitingURL(t *testing.T) {
 	t.Logf("%d waiting URLs of about %d bytes: %.0f bytes of Redis memory each (target %d)", n, length, perURL, length+100)
 	if perURL > float64(length+100) {
 		t.Errorf("%.0f bytes per waiting URL", perURL)
+	}
+}
+
+// TestJSONShapes pins the JSON the scripts and Go share: the call payload
+// pop.lua writes is read by tasks.DecodeCall with every field set and none
+// unknown, and the fields retry.lua reads of a dead-letter entry are those
+// DeadEntry writes.
+func TestJSONShapes(t *testing.T) {
+	ob, rdb := newOutbox(t)
+	ctx := context.Background()
+	admit(t, ob, request("r", true, "z", map[purge.Kind][]string{purge.Tags: {"a", "b"}}))
+	res, call := pop(t, ob, PopRequest{Lane: Lane{Zone: "z", Kind: purge.Tags, Soft: true}, Cap: 100, AllowPartial: true, Owner: "o1"})
+	if call == nil {
+		t.Fatal("nothing popped")
+	}
+	dec := json.NewDecoder(bytes.NewReader(res.Call))
+	dec.DisallowUnknownFields()
+	var strict tasks.Call
+	if err := dec.Decode(&strict); err != nil {
+		t.Fatalf("pop.lua wrote a field tasks.Call does not know: %v (%s)", err, res.Call)
+	}
+	if strict.ID != res.CallID || strict.Zone != "z" || strict.Kind != purge.Tags || !strict.Soft || len(strict.Items) != 2 ||
+		len(strict.Sources) != 2 || strict.Sources[0] != "r" || strict.Oldest == 0 || strict.Owner != "o1" {
+		t.Errorf("call payload %s read as %+v", res.Call, strict)
+	}
+
+	e := DeadEntry{ID: "d1", Zone: "z", Kind: purge.Tags, Soft: true, Item: "a", Requests: []string{"r"}, Sources: "r r2~3"}
+	b, _ := json.Marshal(e)
+	read := redis.NewScript(`local e = cjson.decode(ARGV[1]); return {e.zone, e.kind, tostring(e.soft), e.item, e.sources}`)
+	got, err := read.Run(ctx, rdb, nil, b).StringSlice()
+	if err != nil || strings.Join(got, "|") != "z|tags|true|a|r r2~3" {
+		t.Errorf("retry.lua's reading of %s: %v, %v", b, got, err)
+	}
+	if src, _ := luaFiles.ReadFile("lua/retry.lua"); !strings.Contains(string(src), "e.sources") || !strings.Contains(string(src), "e.zone") {
+		t.Error("retry.lua no longer reads the fields this test pins")
 	}
 }

@@ -13,6 +13,7 @@ import (
 
 	"github.com/redis/go-redis/v9"
 
+	"github.com/purgeq/purgeq/internal/keyspace"
 	"github.com/purgeq/purgeq/purge"
 	"github.com/purgeq/purgeq/tasks"
 )
@@ -20,50 +21,6 @@ import (
 // markerTTL: markers (sent, recorded, first failure) outlive any retry of
 // their call; a day is plenty (at 1,000 calls per 5 minutes, 288,000 keys).
 const markerTTL = 24 * time.Hour
-
-// recordCmd records a call's outcome once: it releases the call's window
-// slot, credits the requests of its purged items, stores a dead-letter
-// entry per dead item, crediting those as dead, and puts the calls that
-// send the rest again in flight (the dispatcher's reaper hands them to
-// asynq if the caller cannot). The recorded marker keeps the ids of the
-// dead entries, so that a task re-run after a crash can mirror them.
-// Recording a call again (a task re-run, or a retry after a lost reply)
-// changes nothing.
-//
-// KEYS[1] the scope's outstanding calls, KEYS[2] dead-letter hash,
-// KEYS[3] dead-letter times, KEYS[4] the call's recorded marker, KEYS[5]
-// in-flight hash, KEYS[6] in-flight times.
-// ARGV[1] prefix, ARGV[2] retention ms, ARGV[3] call id, ARGV[4] marker
-// TTL ms, ARGV[5] number of purged items p, ARGV[6…5+p] their sources,
-// then the number of dead items d and d triples of dead entry id, entry
-// JSON, sources, then pairs of re-sent call id and payload.
-// Returns 1, or 0 if the call was recorded before.
-var recordCmd = redis.NewScript(luaCredit + `
-if redis.call('EXISTS', KEYS[4]) == 1 then return 0 end
-redis.call('ZREM', KEYS[1], ARGV[3])
-local p = tonumber(ARGV[5])
-local purged = {}
-for i = 6, 5 + p do purged[#purged + 1] = ARGV[i] end
-creditSources(purged, 'purged')
-local d = tonumber(ARGV[6 + p])
-local dead, ids = {}, {}
-local i = 7 + p
-for _ = 1, d do
-  if redis.call('HSETNX', KEYS[2], ARGV[i], ARGV[i + 1]) == 1 then
-    redis.call('ZADD', KEYS[3], exact(now), ARGV[i])
-    dead[#dead + 1] = ARGV[i + 2]
-  end
-  ids[#ids + 1] = ARGV[i]
-  i = i + 3
-end
-creditSources(dead, 'dead')
-for j = i, #ARGV, 2 do
-  redis.call('HSET', KEYS[5], ARGV[j], ARGV[j + 1])
-  redis.call('ZADD', KEYS[6], exact(now), ARGV[j])
-end
-redis.call('SET', KEYS[4], '+' .. table.concat(ids, ' '), 'PX', ARGV[4])
-return 1
-`)
 
 // DeadEntry is one dead-lettered item: what, why, and whose it was.
 type DeadEntry struct {
@@ -131,7 +88,7 @@ func (o *Outbox) Record(ctx context.Context, c *tasks.Call, purged, dead []int, 
 		}
 		args = append(args, sub.ID, b)
 	}
-	keys := []string{keyOutstanding(purge.BucketScope(c.Kind), c.Owner), keyDead, keyDeadAt, keyRecorded(c.ID), keyInflight, keyInflightAt}
+	keys := []string{keyspace.Outstanding(string(purge.BucketScope(c.Kind)), c.Owner), keyspace.Dead, keyspace.DeadAt, keyspace.Recorded(c.ID), keyspace.Inflight, keyspace.InflightAt}
 	if err := recordCmd.Run(ctx, o.rdb, keys, args...).Err(); err != nil {
 		return nil, fmt.Errorf("recording call %s: %w", c.ID, err)
 	}
@@ -143,7 +100,7 @@ func (o *Outbox) Record(ctx context.Context, c *tasks.Call, purged, dead []int, 
 // after a crash then skips the API call and only finishes what the first
 // run may not have (mirroring its entries, handing off its re-sent parts).
 func (o *Outbox) Recorded(ctx context.Context, callID string) (bool, []DeadEntry, error) {
-	v, err := o.rdb.Get(ctx, keyRecorded(callID)).Result()
+	v, err := o.rdb.Get(ctx, keyspace.Recorded(callID)).Result()
 	if errors.Is(err, redis.Nil) {
 		return false, nil, nil
 	}
@@ -173,49 +130,25 @@ func requestIDs(sources string) []string {
 	return ids
 }
 
-// markSentCmd notes that an attempt of a call is about to reach the API.
-// The marker names the attempt, so that the same attempt retrying after a
-// lost reply finds its own marker (and the answer it had) instead of
-// counting itself as a re-send.
-//
-// KEYS[1] the call's sent marker, KEYS[2] the re-sent counter.
-// ARGV[1] the attempt's token, ARGV[2] marker TTL ms.
-// Returns 1 for a first send, 0 for a re-send after an attempt whose
-// outcome is unknown.
-var markSentCmd = redis.NewScript(`
-local v = redis.call('GET', KEYS[1])
-if v then
-  local tok, first = string.match(v, '^(.-) (%d)$')
-  if tok == ARGV[1] then return tonumber(first) end
-end
-local first = 1
-if v then
-  first = 0
-  redis.call('INCR', KEYS[2])
-end
-redis.call('SET', KEYS[1], ARGV[1] .. ' ' .. first, 'PX', ARGV[2])
-return first
-`)
-
 // MarkSent notes that attempt (a token unique to one run of the call's
 // task) is about to send the call. It reports false when an earlier
 // attempt's outcome was unknown (a crash, timeout or reset after sending):
 // this send may purge the items twice, and is counted.
 func (o *Outbox) MarkSent(ctx context.Context, callID, attempt string) (first bool, err error) {
-	n, err := markSentCmd.Run(ctx, o.rdb, []string{keySent(callID), keyResent}, attempt, markerTTL.Milliseconds()).Int()
+	n, err := markSentCmd.Run(ctx, o.rdb, []string{keyspace.Sent(callID), keyspace.Resent}, attempt, markerTTL.Milliseconds()).Int()
 	return n == 1, err
 }
 
 // Unsent notes that the API answered an attempt with a definite failure, so
 // the next attempt is no duplicate.
 func (o *Outbox) Unsent(ctx context.Context, callID string) error {
-	return o.rdb.Del(ctx, keySent(callID)).Err()
+	return o.rdb.Del(ctx, keyspace.Sent(callID)).Err()
 }
 
 // Resent is how many calls were sent again after an attempt with an
 // unknown outcome: an upper bound on duplicate purges.
 func (o *Outbox) Resent(ctx context.Context) (int64, error) {
-	n, err := o.rdb.Get(ctx, keyResent).Int64()
+	n, err := o.rdb.Get(ctx, keyspace.Resent).Int64()
 	if errors.Is(err, redis.Nil) {
 		return 0, nil
 	}
@@ -226,9 +159,9 @@ func (o *Outbox) Resent(ctx context.Context) (int64, error) {
 // if this is the first time.
 func (o *Outbox) FirstFailure(ctx context.Context, callID string) (time.Time, error) {
 	now := time.Now().UnixMilli()
-	if err := o.rdb.SetNX(ctx, keyFirstFail(callID), now, markerTTL).Err(); err != nil {
+	if err := o.rdb.SetNX(ctx, keyspace.FirstFail(callID), now, markerTTL).Err(); err != nil {
 		return time.Time{}, err
 	}
-	ms, err := o.rdb.Get(ctx, keyFirstFail(callID)).Int64()
+	ms, err := o.rdb.Get(ctx, keyspace.FirstFail(callID)).Int64()
 	return time.UnixMilli(ms), err
 }

@@ -15,6 +15,7 @@ import (
 	"github.com/hibiken/asynq"
 	"github.com/redis/go-redis/v9"
 
+	"github.com/purgeq/purgeq/internal/keyspace"
 	"github.com/purgeq/purgeq/purge"
 )
 
@@ -104,7 +105,7 @@ func NewClient(ac *asynq.Client, opts ClientOptions) *Client {
 // keyReplicated is written before WAIT, so that the connection WAIT runs
 // on has a write at least as recent as the request (replication is in
 // order, so the request is on every replica that has this write).
-const keyReplicated = "purgeq:{purgeq}:replicated"
+const keyReplicated = keyspace.Replicated
 
 // replicated waits until opts.Replicas replicas hold what was written so far.
 func (c *Client) replicated(ctx context.Context) error {

@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"fmt"
 
+	"github.com/purgeq/purgeq/internal/keyspace"
 	"github.com/purgeq/purgeq/purge"
 )
 
@@ -53,13 +54,7 @@ type Request struct {
 // StagingKey is the Redis hash holding a streamed request's chunks by
 // index (a hash, so that a client retrying a write cannot stage a chunk
 // twice and shift the others), one per invocation.
-func (r *Request) StagingKey() string {
-	key := "purgeq:{purgeq}:staging:" + r.ID
-	if r.Nonce != "" {
-		key += ":" + r.Nonce
-	}
-	return key
-}
+func (r *Request) StagingKey() string { return keyspace.Staging(r.ID, r.Nonce) }
 
 // Total is the number of items in the request.
 func (r *Request) Total() int {

@@ -10,6 +10,7 @@ import (
 
 	"github.com/hibiken/asynq"
 
+	"github.com/purgeq/purgeq/internal/keyspace"
 	"github.com/purgeq/purgeq/internal/testredis"
 	"github.com/purgeq/purgeq/purge"
 	"github.com/purgeq/purgeq/tasks"
@@ -185,7 +186,7 @@ func TestReplicas(t *testing.T) {
 	if err != nil || info.Pending != 2 {
 		t.Errorf("pending = %+v, %v; want both requests queued", info, err)
 	}
-	if keys, _ := rdb.Keys(context.Background(), "purgeq:{purgeq}:staging:"+st.ID()+":*").Result(); len(keys) != 1 {
+	if keys, _ := rdb.Keys(context.Background(), keyspace.Staging(st.ID(), "*")).Result(); len(keys) != 1 {
 		t.Error("the stream's staged chunks were dropped although its request is queued")
 	}
 }

@@ -9,6 +9,7 @@ import (
 
 	"github.com/redis/go-redis/v9"
 
+	"github.com/purgeq/purgeq/internal/keyspace"
 	"github.com/purgeq/purgeq/purge"
 )
 
@@ -116,7 +117,7 @@ func (z Zones) IDs() []string {
 
 // zonesKey holds the zones the workers run with, so that a producer with
 // no PURGE_ZONES (a developer's second terminal, a CI step) uses the same.
-const zonesKey = "purgeq:{purgeq}:zones"
+const zonesKey = keyspace.Zones
 
 // PublishZones records the worker's zones in Redis for producers.
 func PublishZones(ctx context.Context, rdb redis.Cmdable, z Zones) error {

@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/purgeq/purgeq/batching"
+	"github.com/purgeq/purgeq/internal/keyspace"
 	"github.com/purgeq/purgeq/internal/rate"
 	"github.com/purgeq/purgeq/internal/testredis"
 	"github.com/purgeq/purgeq/internal/testwait"
@@ -126,7 +127,7 @@ func TestMissingChunkFailsLoudly(t *testing.T) {
 		t.Fatal(r)
 	}
 	id := strings.TrimSpace(r.stdout)
-	keys, _ := rdb.Keys(context.Background(), "purgeq:{purgeq}:staging:"+id+":*").Result()
+	keys, _ := rdb.Keys(context.Background(), keyspace.Staging(id, "*")).Result()
 	if len(keys) != 1 {
 		t.Fatalf("staging keys %v", keys)
 	}

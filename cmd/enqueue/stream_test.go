@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/purgeq/purgeq/batching"
+	"github.com/purgeq/purgeq/internal/keyspace"
 	"github.com/purgeq/purgeq/internal/rate"
 	"github.com/purgeq/purgeq/internal/testwait"
 	"github.com/purgeq/purgeq/purge"
@@ -86,7 +87,7 @@ func TestFromStreamsLargeFiles(t *testing.T) {
 	if st.Total != 200000 || st.Purged != 200000 {
 		t.Errorf("status %+v", st)
 	}
-	if keys, _ := c.rdb.Keys(context.Background(), "purgeq:{purgeq}:staging:"+id+"*").Result(); len(keys) != 0 {
+	if keys, _ := c.rdb.Keys(context.Background(), keyspace.Staging(id, "")+"*").Result(); len(keys) != 0 {
 		t.Error("the staged chunks were not deleted")
 	}
 }

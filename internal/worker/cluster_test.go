@@ -7,6 +7,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/purgeq/purgeq/internal/keyspace"
 	"github.com/purgeq/purgeq/internal/rate"
 	"github.com/purgeq/purgeq/internal/testredis"
 	"github.com/purgeq/purgeq/purge/cftest"
@@ -37,7 +38,7 @@ func TestRedisCluster(t *testing.T) {
 
 	st := e.sim.Stats()
 	var where []string
-	for _, key := range []string{"purgeq:{purgeq}:lanes", "asynq:{purge-calls}:pending", "asynq:{purge-requests}:pending", "purgeq:limits:{x}:window"} {
+	for _, key := range []string{keyspace.Lanes, "asynq:{purge-calls}:pending", "asynq:{purge-requests}:pending", "purgeq:limits:{x}:window"} {
 		slot, _ := cluster.Nodes[0].Client().ClusterKeySlot(context.Background(), key).Result()
 		where = append(where, fmt.Sprintf("%s → slot %d", key, slot))
 	}

@@ -13,6 +13,7 @@ import (
 	"github.com/redis/go-redis/v9"
 
 	"github.com/purgeq/purgeq/batching"
+	"github.com/purgeq/purgeq/internal/keyspace"
 	"github.com/purgeq/purgeq/internal/pipeline"
 	"github.com/purgeq/purgeq/internal/testredis"
 	"github.com/purgeq/purgeq/internal/testwait"
@@ -83,7 +84,7 @@ func TestSupersededWaitForAcceptance(t *testing.T) {
 	if accepted.IsZero() || st.State != "done" || st.Superseded != 2 {
 		t.Fatalf("purge-everything accepted at %v; URLs %+v", accepted, st)
 	}
-	finished, _ := e.rdb.HGet(context.Background(), "purgeq:{purgeq}:req:"+urls, "finished").Int64()
+	finished, _ := e.rdb.HGet(context.Background(), keyspace.Request(urls), "finished").Int64()
 	if time.UnixMilli(finished).Before(accepted.Truncate(time.Millisecond)) {
 		t.Errorf("the covered URLs finished at %v, before the purge-everything was accepted at %v", time.UnixMilli(finished), accepted)
 	}
