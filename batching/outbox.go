@@ -264,10 +264,24 @@ func (o *Outbox) Lanes(ctx context.Context) ([]Lane, error) {
 	return lanes, nil
 }
 
+// State is where a request stands.
+type State string
+
+// States of a request.
+const (
+	Queued     State = "queued"      // nothing accounted for yet
+	InProgress State = "in_progress" // some items purged, superseded or dead
+	Done       State = "done"        // every item accepted by Cloudflare
+	Failed     State = "failed"      // every item accounted for, some dead (or the request failed as a whole)
+)
+
+// Finished reports whether the request has ended (done or failed).
+func (s State) Finished() bool { return s == Done || s == Failed }
+
 // Status is a request's progress.
 type Status struct {
 	ID         string `json:"id"`
-	State      string `json:"state"`
+	State      State  `json:"state"`
 	Total      int    `json:"total"`
 	Purged     int    `json:"purged"`
 	Dead       int    `json:"dead"`
@@ -296,15 +310,15 @@ func (o *Outbox) Status(ctx context.Context, id string) (Status, error) {
 	admitted := atoi("pending") == 0
 	switch done := s.Purged + s.Dead + s.Superseded; {
 	case s.Error != "":
-		s.State = "failed"
+		s.State = Failed
 	case admitted && done >= s.Total && s.Dead > 0:
-		s.State = "failed"
+		s.State = Failed
 	case admitted && done >= s.Total:
-		s.State = "done"
+		s.State = Done
 	case done > 0:
-		s.State = "in_progress"
+		s.State = InProgress
 	default:
-		s.State = "queued"
+		s.State = Queued
 	}
 	return s, nil
 }

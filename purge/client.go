@@ -154,35 +154,6 @@ func stripURL(err error) error {
 	return err
 }
 
-// Envelope is Cloudflare's response shape.
-type Envelope struct {
-	Success  bool       `json:"success"`
-	Errors   []APIError `json:"errors"`
-	Messages []APIError `json:"messages"`
-	Result   *Result    `json:"result"`
-}
-
-// APIError is one entry of an envelope's errors or messages.
-type APIError struct {
-	Code    int    `json:"code"`
-	Message string `json:"message"`
-}
-
-// Result is a purge's result: the id Cloudflare assigned.
-type Result struct {
-	ID string `json:"id"`
-}
-
-// WriteJSON answers an HTTP request with v as JSON, without HTML escaping,
-// the way Cloudflare's API answers (used by the simulator and the intake).
-func WriteJSON(w http.ResponseWriter, status int, v any) {
-	w.Header().Set("Content-Type", "application/json")
-	w.WriteHeader(status)
-	enc := json.NewEncoder(w)
-	enc.SetEscapeHTML(false)
-	enc.Encode(v)
-}
-
 // Classify turns a response into an outcome. It is exported so that the
 // classification table can be tested exhaustively without a server.
 func Classify(status int, h http.Header, body []byte, b Batch) (Accepted, error) {

@@ -1,8 +1,14 @@
 package tasks
 
 import (
+	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
+	"math"
+	"time"
+
+	"github.com/hibiken/asynq"
 
 	"github.com/purgeq/purgeq/internal/keyspace"
 	"github.com/purgeq/purgeq/purge"
@@ -26,6 +32,35 @@ const (
 	QueueCalls    = "purge-calls"
 	QueueDead     = "purge-dead"
 )
+
+// CallMaxRetry is the asynq MaxRetry of purge:call tasks: never reached.
+// asynq checks a task's retry count against it before its IsFailure, and
+// its lease recoverer does too, so a call that must wait for the limits
+// after its last allowed failure would be archived, outside the
+// dead-letter queue. The call handler keeps the budget (PURGE_MAX_RETRY)
+// itself and dead-letters the items when it is spent.
+const CallMaxRetry = math.MaxInt32
+
+// CallQueue hands calls to asynq as purge:call tasks whose task id is the
+// call id.
+type CallQueue struct {
+	Client *asynq.Client
+	// Timeout bounds one run of a call's task; Retention keeps a finished
+	// one (and its id reserved, so that a late re-enqueue cannot send the
+	// call twice).
+	Timeout, Retention time.Duration
+}
+
+// Enqueue queues a call; an id queued before (a hand-off done twice) is
+// no error.
+func (q CallQueue) Enqueue(ctx context.Context, id string, payload []byte) error {
+	_, err := q.Client.EnqueueContext(ctx, asynq.NewTask(TypeCall, payload), asynq.TaskID(id), asynq.Queue(QueueCalls),
+		asynq.MaxRetry(CallMaxRetry), asynq.Retention(q.Retention), asynq.Timeout(q.Timeout))
+	if errors.Is(err, asynq.ErrTaskIDConflict) {
+		return nil
+	}
+	return err
+}
 
 // Request is the payload of a purge:request task: validated, normalised
 // items grouped by zone id and kind.

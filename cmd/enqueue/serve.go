@@ -104,5 +104,5 @@ func (c *conn) Status(ctx context.Context, id string) (batching.Status, error) {
 	if derr != nil {
 		return st, derr
 	}
-	return batching.Status{ID: id, State: "queued", Total: req.Total()}, nil
+	return batching.Status{ID: id, State: batching.Queued, Total: req.Total()}, nil
 }

@@ -13,7 +13,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"math"
 	"math/rand/v2"
 	"slices"
 	"strconv"
@@ -47,14 +46,6 @@ func IsFailure(err error) bool {
 	var w *Wait
 	return !errors.As(err, &w)
 }
-
-// TaskMaxRetry is the asynq MaxRetry of purge:call tasks: never reached.
-// asynq checks a task's retry count against it before IsFailure, and its
-// lease recoverer does too, so a call that must wait for the limits after
-// its last allowed failure would be archived, outside the dead-letter
-// queue. The handler keeps the budget itself (CallHandler.MaxRetry) and
-// dead-letters the items when it is spent.
-const TaskMaxRetry = math.MaxInt32
 
 // Backoff is exponential with jitter: attempt n waits between half and all
 // of min(max, base·2ⁿ).

@@ -112,6 +112,21 @@ func Unreachable(err error) bool {
 	return false
 }
 
+// WaitReady pings until Redis answers or limit has passed.
+func WaitReady(ctx context.Context, rdb redis.UniversalClient, limit time.Duration) error {
+	deadline := time.Now().Add(limit)
+	for {
+		err := rdb.Ping(ctx).Err()
+		if err == nil || time.Now().After(deadline) || ctx.Err() != nil {
+			return err
+		}
+		select {
+		case <-ctx.Done():
+		case <-time.After(200 * time.Millisecond):
+		}
+	}
+}
+
 // IsCluster reports whether the URL names a Redis Cluster.
 func IsCluster(redisURL string) bool {
 	u, err := url.Parse(redisURL)

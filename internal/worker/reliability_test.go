@@ -14,7 +14,6 @@ import (
 
 	"github.com/purgeq/purgeq/batching"
 	"github.com/purgeq/purgeq/internal/keyspace"
-	"github.com/purgeq/purgeq/internal/pipeline"
 	"github.com/purgeq/purgeq/internal/testredis"
 	"github.com/purgeq/purgeq/internal/testwait"
 	"github.com/purgeq/purgeq/purge"
@@ -190,7 +189,8 @@ func TestLostDequeueReply(t *testing.T) {
 	}
 	ac := asynq.NewClientFromRedisClient(e.rdb)
 	defer ac.Close()
-	if _, err := ac.Enqueue(asynq.NewTask(tasks.TypeCall, res.Call), asynq.TaskID(res.CallID), asynq.Queue(tasks.QueueCalls), asynq.MaxRetry(pipeline.TaskMaxRetry)); err != nil {
+	// the worker's own hand-off (its task options decide the recovery)
+	if err := (tasks.CallQueue{Client: ac, Timeout: time.Minute, Retention: time.Minute}).Enqueue(ctx, res.CallID, res.Call); err != nil {
 		t.Fatal(err)
 	}
 	e.outbox.Handoff(ctx, res.CallID)

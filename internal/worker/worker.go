@@ -16,7 +16,6 @@ import (
 
 	"github.com/hibiken/asynq"
 	"github.com/prometheus/client_golang/prometheus"
-	"github.com/redis/go-redis/v9"
 	"github.com/rs/zerolog"
 
 	"github.com/purgeq/purgeq/batching"
@@ -56,7 +55,7 @@ func Run(ctx context.Context, cfg *config.Config, log zerolog.Logger) error {
 		return fmt.Errorf("PURGE_REDIS_URL: %w", err)
 	}
 	defer rdb.Close()
-	if err := waitForRedis(ctx, rdb, 10*time.Second); err != nil {
+	if err := redisconn.WaitReady(ctx, rdb, 10*time.Second); err != nil {
 		return fmt.Errorf("redis at %s: %w", redisconn.Describe(cfg.RedisURL), err)
 	}
 
@@ -78,14 +77,7 @@ func Run(ctx context.Context, cfg *config.Config, log zerolog.Logger) error {
 	ob := batching.NewOutbox(rdb, cfg.RequestRetention)
 	ac := asynq.NewClientFromRedisClient(rdb)
 	callTimeout := cfg.InlineWait + cfg.APITimeout + 30*time.Second
-	enqueue := func(ctx context.Context, id string, payload []byte) error {
-		_, err := ac.EnqueueContext(ctx, asynq.NewTask(tasks.TypeCall, payload), asynq.TaskID(id), asynq.Queue(tasks.QueueCalls),
-			asynq.MaxRetry(pipeline.TaskMaxRetry), asynq.Retention(callRetention), asynq.Timeout(callTimeout))
-		if errors.Is(err, asynq.ErrTaskIDConflict) {
-			return nil
-		}
-		return err
-	}
+	enqueue := tasks.CallQueue{Client: ac, Timeout: callTimeout, Retention: callRetention}.Enqueue
 	disp := batching.NewDispatcher(ob, lim, enqueue, batching.DispatcherConfig{
 		Caps: plan.Cap, BatchWait: cfg.BatchWait, EagerFull: cfg.EagerFull, Window: cfg.CallWindow,
 		Lease: cfg.Cooldown + cfg.RetryMax + callTimeout, Tick: dispatchTick, StrandedAfter: strandedAfter,
@@ -159,15 +151,4 @@ func Run(ctx context.Context, cfg *config.Config, log zerolog.Logger) error {
 	ac.Close()
 	log.Info().Msg("worker stopped")
 	return nil
-}
-
-func waitForRedis(ctx context.Context, rdb redis.UniversalClient, limit time.Duration) error {
-	deadline := time.Now().Add(limit)
-	for {
-		err := rdb.Ping(ctx).Err()
-		if err == nil || time.Now().After(deadline) || ctx.Err() != nil {
-			return err
-		}
-		time.Sleep(200 * time.Millisecond)
-	}
 }
