@@ -619,7 +619,7 @@ func TestDispatcherFairness(t *testing.T) {
 }
 
 // TestMemoryPerWaitingURL measures the Redis memory one waiting URL costs
-// against issue 8's target: the URL's length + 100 bytes.
+// against the target: the URL's length + 100 bytes.
 func TestMemoryPerWaitingURL(t *testing.T) {
 	ob, rdb := newOutbox(t)
 	ctx := context.Background()

@@ -62,8 +62,9 @@ func BucketScope(k Kind) Scope {
 }
 
 // Cloudflare error codes this package classifies
-// (https://developers.cloudflare.com/cache/how-to/purge-cache/ and the API
-// reference; see CLOUDFLARE.md).
+// (https://developers.cloudflare.com/cache/how-to/purge-cache/,
+// https://developers.cloudflare.com/fundamentals/api/reference/limits/ and
+// https://developers.cloudflare.com/api/resources/cache/methods/purge/).
 const (
 	CodeAuth             = 10000 // authentication error / token lacks Cache Purge
 	CodeNoRoute          = 7003  // could not route: bad zone id

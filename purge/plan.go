@@ -9,8 +9,8 @@ import (
 )
 
 // Plan holds the caps and purge buckets of one Cloudflare plan. Every value
-// changed over the years (CLOUDFLARE.md, "Items per request" and "Rate
-// limits"), so the presets are defaults that configuration overrides.
+// changed over the years (https://developers.cloudflare.com/cache/how-to/purge-cache/
+// lists today's), so the presets are defaults that configuration overrides.
 type Plan struct {
 	Name string
 	// MaxFiles is the most URLs in one request; MaxFlex the most tags, hosts

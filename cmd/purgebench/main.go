@@ -36,7 +36,7 @@ import (
 const token = "bench-token"
 
 // configuredLimit is the global limit purgeq's workers are given per 5
-// minutes: below Cloudflare's 1,200, leaving headroom as CONTRACT.md asks.
+// minutes: below Cloudflare's 1,200, leaving headroom (PURGE_GLOBAL_LIMIT's default).
 const configuredLimit = 1000
 
 func zoneID(name string) string { return "zone-" + strings.Split(name, ".")[0] }

@@ -1,5 +1,5 @@
 // Package config reads the environment both commands share (envconfig,
-// prefix PURGE; the names are fixed by CONTRACT.md), fills plan defaults and
+// prefix PURGE; the names are public interface: rename none), fills plan defaults and
 // validates everything at start-up, naming every problem at once.
 package config
 

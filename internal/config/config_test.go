@@ -33,8 +33,8 @@ func TestReadmeTableInSync(t *testing.T) {
 	}
 }
 
-// TestContractVariables: every variable CONTRACT.md fixes is read, with the
-// contract's default.
+// TestContractVariables: every variable whose name operators and tests rely
+// on (the README's configuration table) is read, with its documented default.
 func TestContractVariables(t *testing.T) {
 	table := markdownTable(t)
 	for _, row := range []string{
