@@ -6,7 +6,7 @@
 // against the lower bound, items purged, 429s, blocks, time to the last
 // purge, latency and memory, as a table, JSON and one PNG chart a workload.
 //
-//	go run ./cmd/purgebench [-size 1] [-scale 10] [-workloads cms-burst,deploy] [-out bench-results]
+//	cd cmd/purgebench && go run . [-size 1] [-scale 10] [-workloads cms-burst,deploy] [-out bench-results]
 package main
 
 import (
