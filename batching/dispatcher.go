@@ -15,7 +15,7 @@ import (
 // Readiness answers whether the limits could carry a call now, taking
 // nothing (limits.Limiter.Peek).
 type Readiness interface {
-	Peek(ctx context.Context, c limits.Call) (limits.Result, error)
+	Peek(ctx context.Context, c limits.Need) (limits.Result, error)
 }
 
 // Enqueuer hands a popped call to the queue as a purge:call task whose task
@@ -180,7 +180,7 @@ func (d *Dispatcher) tryLane(ctx context.Context, lane Lane) (PopStatus, error) 
 		return 0, err
 	}
 	if res.Status == PartialReady {
-		peek, err := d.limits.Peek(ctx, limits.Call{Kind: lane.Kind, Items: res.Size})
+		peek, err := d.limits.Peek(ctx, limits.Need{Kind: lane.Kind, Items: res.Size})
 		if err != nil {
 			return 0, err
 		}

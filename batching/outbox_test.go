@@ -547,7 +547,7 @@ func TestDeadLetterRetryDrop(t *testing.T) {
 // always is a Readiness with room.
 type always struct{}
 
-func (always) Peek(context.Context, limits.Call) (limits.Result, error) {
+func (always) Peek(context.Context, limits.Need) (limits.Result, error) {
 	return limits.Result{OK: true}, nil
 }
 

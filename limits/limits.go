@@ -18,9 +18,9 @@ import (
 
 // Config is one API token's limits.
 type Config struct {
-	// Scope names the token in Redis keys: use Fingerprint(token). Workers
-	// sharing a token must share a Scope.
-	Scope string
+	// Token names the API token in Redis keys: use Fingerprint(token),
+	// never the token. Workers sharing a token must share it.
+	Token string
 	// Global is the number of calls per window this deployment may make
 	// with the token. Leave headroom below Cloudflare's 1200/5m for the
 	// dashboard and other tools.
@@ -54,8 +54,8 @@ type Limiter struct {
 // New validates cfg and returns a Limiter on rdb.
 func New(rdb redis.Cmdable, cfg Config) (*Limiter, error) {
 	var errs []error
-	if cfg.Scope == "" {
-		errs = append(errs, errors.New("limits: Scope is empty"))
+	if cfg.Token == "" {
+		errs = append(errs, errors.New("limits: Token (the API token's fingerprint) is empty"))
 	}
 	if cfg.Global.IsZero() {
 		errs = append(errs, errors.New("limits: the global limit must be positive"))
@@ -71,19 +71,19 @@ func New(rdb redis.Cmdable, cfg Config) (*Limiter, error) {
 	if err := errors.Join(errs...); err != nil {
 		return nil, err
 	}
-	return &Limiter{rdb: rdb, cfg: cfg, keys: keysFor(cfg.Scope)}, nil
+	return &Limiter{rdb: rdb, cfg: cfg, keys: keysFor(cfg.Token)}, nil
 }
 
-// Call is what one API call needs.
-type Call struct {
+// Need is what one API call needs of the limits.
+type Need struct {
 	Kind purge.Kind
 	// Items is the number of items; URL purges take one URL token each.
 	Items int
 }
 
-func (c Call) bucket() purge.Scope { return purge.BucketScope(c.Kind) }
+func (c Need) bucket() purge.Scope { return purge.BucketScope(c.Kind) }
 
-func (c Call) tokens() int {
+func (c Need) tokens() int {
 	if c.Kind == purge.Files {
 		return c.Items
 	}
@@ -173,16 +173,16 @@ return {1, 0, '', math.max(0, limit - inwin), math.floor(tokens), now}
 `)
 
 // Acquire takes everything c needs, or nothing and says how long to wait.
-func (l *Limiter) Acquire(ctx context.Context, c Call) (Result, error) {
+func (l *Limiter) Acquire(ctx context.Context, c Need) (Result, error) {
 	return l.run(ctx, c, false)
 }
 
 // Peek answers what Acquire would, taking nothing.
-func (l *Limiter) Peek(ctx context.Context, c Call) (Result, error) {
+func (l *Limiter) Peek(ctx context.Context, c Need) (Result, error) {
 	return l.run(ctx, c, true)
 }
 
-func (l *Limiter) run(ctx context.Context, c Call, dry bool) (Result, error) {
+func (l *Limiter) run(ctx context.Context, c Need, dry bool) (Result, error) {
 	b := l.cfg.Flex
 	if c.bucket() == purge.ScopeURL {
 		b = l.cfg.URL
@@ -288,7 +288,7 @@ const MaxRetryAfter = time.Hour
 // window, the longer of the configured cooldown and Cloudflare's hint; for a
 // purge bucket, the hint, else the time the call's tokens take to refill.
 // The hint counts up to MaxRetryAfter.
-func (l *Limiter) CooldownFor(e *purge.Error, c Call, globalCooldown time.Duration) time.Duration {
+func (l *Limiter) CooldownFor(e *purge.Error, c Need, globalCooldown time.Duration) time.Duration {
 	hint := min(e.RetryAfter, MaxRetryAfter)
 	switch e.Scope {
 	case purge.ScopeGlobal:
@@ -315,15 +315,15 @@ type State struct {
 
 // State reads the limits without taking anything.
 func (l *Limiter) State(ctx context.Context) (State, error) {
-	flex, err := l.Peek(ctx, Call{Kind: purge.Tags, Items: 1})
+	flex, err := l.Peek(ctx, Need{Kind: purge.Tags, Items: 1})
 	if err != nil {
 		return State{}, err
 	}
-	urls, err := l.Peek(ctx, Call{Kind: purge.Files})
+	urls, err := l.Peek(ctx, Need{Kind: purge.Files})
 	if err != nil {
 		return State{}, err
 	}
-	cool, err := Cooldowns(ctx, l.rdb, l.cfg.Scope)
+	cool, err := Cooldowns(ctx, l.rdb, l.cfg.Token)
 	if err != nil {
 		return State{}, err
 	}
@@ -364,17 +364,18 @@ func Cooldowns(ctx context.Context, rdb redis.Cmdable, scope string) (map[purge.
 	return out, nil
 }
 
-// scopeKey holds the scope the workers run with, for producers.
-const scopeKey = "purgeq:limits:scope"
+// tokenKey holds the fingerprint of the token the workers run with, for
+// producers (the key's name predates the field's).
+const tokenKey = "purgeq:limits:scope"
 
-// PublishScope records the workers' scope for producers.
-func PublishScope(ctx context.Context, rdb redis.Cmdable, scope string) error {
-	return rdb.Set(ctx, scopeKey, scope, 0).Err()
+// PublishToken records the workers' token fingerprint for producers.
+func PublishToken(ctx context.Context, rdb redis.Cmdable, fingerprint string) error {
+	return rdb.Set(ctx, tokenKey, fingerprint, 0).Err()
 }
 
-// PublishedScope reads the workers' scope ("" if none published).
-func PublishedScope(ctx context.Context, rdb redis.Cmdable) (string, error) {
-	s, err := rdb.Get(ctx, scopeKey).Result()
+// PublishedToken reads the workers' token fingerprint ("" if none published).
+func PublishedToken(ctx context.Context, rdb redis.Cmdable) (string, error) {
+	s, err := rdb.Get(ctx, tokenKey).Result()
 	if errors.Is(err, redis.Nil) {
 		return "", nil
 	}

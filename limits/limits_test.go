@@ -27,7 +27,7 @@ func TestMain(m *testing.M) { testredis.Main(m, &srv) }
 // roomy is a config whose buckets never get in the way.
 func roomy(scope string, global rate.Rate, guard time.Duration) limits.Config {
 	big := limits.Bucket{Rate: rate.Per(1_000_000, time.Second), Burst: 1_000_000}
-	return limits.Config{Scope: scope, Global: global, Guard: guard, GlobalCountsFiles: true, Flex: big, URL: big}
+	return limits.Config{Token: scope, Global: global, Guard: guard, GlobalCountsFiles: true, Flex: big, URL: big}
 }
 
 func newLimiter(t testing.TB, cfg limits.Config) *limits.Limiter {
@@ -43,7 +43,7 @@ func scopeName(t testing.TB) string { return fmt.Sprintf("%s-%d", t.Name(), time
 
 func TestNewRejectsBadConfig(t *testing.T) {
 	_, err := limits.New(testredis.Connect(t), limits.Config{Flex: limits.Bucket{Burst: 1}})
-	for _, want := range []string{"Scope is empty", "global limit", "flex bucket", "URL bucket"} {
+	for _, want := range []string{"Token (the API token's fingerprint) is empty", "global limit", "flex bucket", "URL bucket"} {
 		if err == nil || !strings.Contains(err.Error(), want) {
 			t.Errorf("error %v does not mention %q", err, want)
 		}
@@ -57,20 +57,20 @@ func TestAllOrNothing(t *testing.T) {
 	cfg.URL = limits.Bucket{Rate: rate.Per(10, time.Second), Burst: 100}
 	l := newLimiter(t, cfg)
 	ctx := context.Background()
-	if r, err := l.Peek(ctx, limits.Call{Kind: purge.Files, Items: 100}); err != nil || !r.OK || r.GlobalRemaining != 10 {
+	if r, err := l.Peek(ctx, limits.Need{Kind: purge.Files, Items: 100}); err != nil || !r.OK || r.GlobalRemaining != 10 {
 		t.Fatalf("peek: %+v, %v; want OK with 10 slots left", r, err)
 	}
-	if r, err := l.Acquire(ctx, limits.Call{Kind: purge.Files, Items: 100}); err != nil || !r.OK || r.GlobalRemaining != 9 {
+	if r, err := l.Acquire(ctx, limits.Need{Kind: purge.Files, Items: 100}); err != nil || !r.OK || r.GlobalRemaining != 9 {
 		t.Fatalf("first: %+v, %v", r, err)
 	}
-	r, err := l.Acquire(ctx, limits.Call{Kind: purge.Files, Items: 50})
+	r, err := l.Acquire(ctx, limits.Need{Kind: purge.Files, Items: 50})
 	if err != nil || r.OK || r.Blocker != "url" || r.Wait < 4*time.Second || r.Wait > 5*time.Second {
 		t.Fatalf("second: %+v, %v; want a ~5s wait on the url bucket", r, err)
 	}
-	if p, _ := l.Peek(ctx, limits.Call{Kind: purge.Tags, Items: 1}); !p.OK || p.GlobalRemaining != 9 {
+	if p, _ := l.Peek(ctx, limits.Need{Kind: purge.Tags, Items: 1}); !p.OK || p.GlobalRemaining != 9 {
 		t.Errorf("the failed call consumed a global slot: %d remain, want 9", p.GlobalRemaining)
 	}
-	if _, err := l.Acquire(ctx, limits.Call{Kind: purge.Files, Items: 101}); err == nil {
+	if _, err := l.Acquire(ctx, limits.Need{Kind: purge.Files, Items: 101}); err == nil {
 		t.Error("a call larger than the bucket was not refused")
 	}
 }
@@ -87,7 +87,7 @@ func TestBucketsNoLeakUnderConcurrency(t *testing.T) {
 		l := newLimiter(t, cfg)
 		wg.Go(func() {
 			for range 5 {
-				r, err := l.Acquire(context.Background(), limits.Call{Kind: purge.Hosts, Items: 3})
+				r, err := l.Acquire(context.Background(), limits.Need{Kind: purge.Hosts, Items: 3})
 				if err != nil {
 					t.Error(err)
 					return
@@ -134,7 +134,7 @@ func TestCooldown(t *testing.T) {
 		kind := []purge.Kind{purge.Tags, purge.Hosts, purge.Everything}[i%3]
 		wg.Go(func() {
 			for {
-				r, err := acq.Acquire(ctx, limits.Call{Kind: kind, Items: 1})
+				r, err := acq.Acquire(ctx, limits.Need{Kind: kind, Items: 1})
 				if err != nil {
 					t.Error(err)
 					return
@@ -157,7 +157,7 @@ func TestCooldown(t *testing.T) {
 			t.Errorf("first acquisition at %v, cooldown ended %v (diff %v)", at, end, at.Sub(end))
 		}
 	}
-	r, _ := l.Peek(ctx, limits.Call{Kind: purge.Files, Items: 1})
+	r, _ := l.Peek(ctx, limits.Need{Kind: purge.Files, Items: 1})
 	if r.OK || r.Blocker != "cooldown:url" {
 		t.Errorf("URL purges during the URL cooldown: %+v", r)
 	}
@@ -171,7 +171,7 @@ func TestBucketCooldownEmptiesBucket(t *testing.T) {
 	cfg.Flex = limits.Bucket{Rate: rate.Per(10, time.Second), Burst: 50}
 	l := newLimiter(t, cfg)
 	ctx := context.Background()
-	if r, _ := l.Peek(ctx, limits.Call{Kind: purge.Tags, Items: 1}); !r.OK || r.BucketTokens < 49 {
+	if r, _ := l.Peek(ctx, limits.Need{Kind: purge.Tags, Items: 1}); !r.OK || r.BucketTokens < 49 {
 		t.Fatalf("a fresh bucket: %+v", r)
 	}
 	end, err := l.Cooldown(ctx, purge.ScopeFlex, 50*time.Millisecond)
@@ -181,7 +181,7 @@ func TestBucketCooldownEmptiesBucket(t *testing.T) {
 	time.Sleep(time.Until(end))
 	granted := 0
 	for {
-		r, err := l.Acquire(ctx, limits.Call{Kind: purge.Tags, Items: 1})
+		r, err := l.Acquire(ctx, limits.Need{Kind: purge.Tags, Items: 1})
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -208,7 +208,7 @@ func hammer(t testing.TB, cfg limits.Config, n int, d, skew time.Duration) []tim
 		l := newLimiter(t, cfg)
 		wg.Go(func() {
 			for time.Now().Before(stop) {
-				r, err := l.Acquire(context.Background(), limits.Call{Kind: purge.Tags, Items: 1})
+				r, err := l.Acquire(context.Background(), limits.Need{Kind: purge.Tags, Items: 1})
 				if err != nil {
 					t.Error(err)
 					return
@@ -350,7 +350,7 @@ func TestGuardCoversArrivalJitter(t *testing.T) {
 				l := newLimiter(t, cfg)
 				wg.Go(func() {
 					for time.Now().Before(stop) {
-						r, err := l.Acquire(context.Background(), limits.Call{Kind: purge.Tags, Items: 1})
+						r, err := l.Acquire(context.Background(), limits.Need{Kind: purge.Tags, Items: 1})
 						if err != nil {
 							t.Error(err)
 							return
@@ -389,17 +389,17 @@ func TestCooldownFor(t *testing.T) {
 	}
 	tests := []struct {
 		err  purge.Error
-		call limits.Call
+		call limits.Need
 		want time.Duration
 	}{
-		{purge.Error{Scope: purge.ScopeGlobal}, limits.Call{Kind: purge.Tags, Items: 1}, 5 * time.Minute},
-		{purge.Error{Scope: purge.ScopeGlobal, RetryAfter: 10 * time.Minute}, limits.Call{Kind: purge.Tags, Items: 1}, 10 * time.Minute},
-		{purge.Error{Scope: purge.ScopeFlex, RetryAfter: 7 * time.Second}, limits.Call{Kind: purge.Tags, Items: 1}, 7 * time.Second},
-		{purge.Error{Scope: purge.ScopeFlex}, limits.Call{Kind: purge.Tags, Items: 1}, 12 * time.Second},
-		{purge.Error{Scope: purge.ScopeURL}, limits.Call{Kind: purge.Files, Items: 400}, 500 * time.Millisecond},
+		{purge.Error{Scope: purge.ScopeGlobal}, limits.Need{Kind: purge.Tags, Items: 1}, 5 * time.Minute},
+		{purge.Error{Scope: purge.ScopeGlobal, RetryAfter: 10 * time.Minute}, limits.Need{Kind: purge.Tags, Items: 1}, 10 * time.Minute},
+		{purge.Error{Scope: purge.ScopeFlex, RetryAfter: 7 * time.Second}, limits.Need{Kind: purge.Tags, Items: 1}, 7 * time.Second},
+		{purge.Error{Scope: purge.ScopeFlex}, limits.Need{Kind: purge.Tags, Items: 1}, 12 * time.Second},
+		{purge.Error{Scope: purge.ScopeURL}, limits.Need{Kind: purge.Files, Items: 400}, 500 * time.Millisecond},
 		// a Retry-After of a year is clamped
-		{purge.Error{Scope: purge.ScopeGlobal, RetryAfter: 365 * 24 * time.Hour}, limits.Call{Kind: purge.Tags, Items: 1}, limits.MaxRetryAfter},
-		{purge.Error{Scope: purge.ScopeFlex, RetryAfter: 365 * 24 * time.Hour}, limits.Call{Kind: purge.Tags, Items: 1}, limits.MaxRetryAfter},
+		{purge.Error{Scope: purge.ScopeGlobal, RetryAfter: 365 * 24 * time.Hour}, limits.Need{Kind: purge.Tags, Items: 1}, limits.MaxRetryAfter},
+		{purge.Error{Scope: purge.ScopeFlex, RetryAfter: 365 * 24 * time.Hour}, limits.Need{Kind: purge.Tags, Items: 1}, limits.MaxRetryAfter},
 	}
 	for _, tt := range tests {
 		if got := l.CooldownFor(&tt.err, tt.call, 5*time.Minute); got != tt.want {
@@ -415,7 +415,7 @@ func BenchmarkAcquire(b *testing.B) {
 	b.SetParallelism(16) // many workers share one Redis
 	b.RunParallel(func(pb *testing.PB) {
 		for pb.Next() {
-			if r, err := l.Acquire(context.Background(), limits.Call{Kind: purge.Files, Items: 1}); err != nil || !r.OK {
+			if r, err := l.Acquire(context.Background(), limits.Need{Kind: purge.Files, Items: 1}); err != nil || !r.OK {
 				b.Fatal(r, err)
 			}
 		}

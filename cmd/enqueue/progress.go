@@ -31,7 +31,7 @@ func newProgress(ctx context.Context, c *conn, w io.Writer) *progress {
 	if f, ok := w.(*os.File); ok && isatty.IsTerminal(f.Fd()) {
 		p.terminal = true
 	}
-	if scope, err := limits.PublishedScope(ctx, c.rdb); err == nil && scope != "" {
+	if scope, err := limits.PublishedToken(ctx, c.rdb); err == nil && scope != "" {
 		p.cooldown = func() map[string]time.Duration {
 			cd, err := limits.Cooldowns(ctx, c.rdb, scope)
 			if err != nil {

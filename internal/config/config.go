@@ -300,7 +300,7 @@ func (c *Config) Limits() limits.Config {
 		guard = min(time.Second, c.GlobalLimit.Per/100)
 	}
 	return limits.Config{
-		Scope:             limits.Fingerprint(c.APIToken),
+		Token:             limits.Fingerprint(c.APIToken),
 		Global:            c.GlobalLimit,
 		Guard:             guard,
 		GlobalCountsFiles: c.GlobalCountsFiles,

@@ -137,7 +137,7 @@ func TestTokenFileAndPlanOverrides(t *testing.T) {
 	if p.MaxFiles != 500 || p.FlexRate.String() != "7/1s" || p.FlexBurst != 500 {
 		t.Errorf("plan = %+v", p)
 	}
-	if l := c.Limits(); l.Guard.String() != "100ms" || l.Scope == "from-file" {
+	if l := c.Limits(); l.Guard.String() != "100ms" || l.Token == "from-file" {
 		t.Errorf("limits = %+v", l)
 	}
 }
@@ -187,8 +187,8 @@ func TestTokensTrimmed(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if c.Limits().Scope != plain.Limits().Scope {
-		t.Errorf("scope differs with surrounding whitespace: %q vs %q", c.Limits().Scope, plain.Limits().Scope)
+	if c.Limits().Token != plain.Limits().Token {
+		t.Errorf("scope differs with surrounding whitespace: %q vs %q", c.Limits().Token, plain.Limits().Token)
 	}
 }
 

@@ -85,7 +85,7 @@ func TestScrapeSoftAndHardLanes(t *testing.T) {
 		t.Fatalf("lane stats = %+v, %v; want a soft and a hard lane", stats, err)
 	}
 
-	lim, err := limits.New(rdb, limits.Config{Scope: limits.Fingerprint("test"), Global: rate.Rate{N: 1000, Per: 5 * time.Minute},
+	lim, err := limits.New(rdb, limits.Config{Token: limits.Fingerprint("test"), Global: rate.Rate{N: 1000, Per: 5 * time.Minute},
 		Flex: limits.Bucket{Rate: rate.Rate{N: 5, Per: time.Minute}, Burst: 25}, URL: limits.Bucket{Rate: rate.Rate{N: 800, Per: time.Second}, Burst: 800}})
 	if err != nil {
 		t.Fatal(err)

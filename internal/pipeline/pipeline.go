@@ -73,9 +73,9 @@ type API interface {
 
 // Limiter is what the call handler needs of limits.Limiter.
 type Limiter interface {
-	Acquire(ctx context.Context, c limits.Call) (limits.Result, error)
+	Acquire(ctx context.Context, c limits.Need) (limits.Result, error)
 	Cooldown(ctx context.Context, scope purge.Scope, d time.Duration) (time.Time, error)
-	CooldownFor(e *purge.Error, c limits.Call, globalCooldown time.Duration) time.Duration
+	CooldownFor(e *purge.Error, c limits.Need, globalCooldown time.Duration) time.Duration
 }
 
 // RequestHandler admits purge:request tasks into the outbox.
@@ -223,7 +223,7 @@ func (h *CallHandler) process(ctx context.Context, t *asynq.Task) error {
 		log.Info().Msg("call recorded before; finishing its hand-off")
 		return h.finish(ctx, log, call.ID, entries)
 	}
-	need := limits.Call{Kind: call.Kind, Items: len(call.Items)}
+	need := limits.Need{Kind: call.Kind, Items: len(call.Items)}
 	if err := h.acquire(ctx, need); err != nil {
 		return err
 	}
@@ -251,7 +251,7 @@ func (h *CallHandler) process(ctx context.Context, t *asynq.Task) error {
 
 // acquire takes the call's limits, sleeping for short waits and
 // re-scheduling the task for long ones.
-func (h *CallHandler) acquire(ctx context.Context, need limits.Call) error {
+func (h *CallHandler) acquire(ctx context.Context, need limits.Need) error {
 	for {
 		r, err := h.Limiter.Acquire(ctx, need)
 		if err != nil {
@@ -274,7 +274,7 @@ func (h *CallHandler) acquire(ctx context.Context, need limits.Call) error {
 }
 
 // record maps the outcome onto the outbox and asynq.
-func (h *CallHandler) record(ctx context.Context, log zerolog.Logger, call *tasks.Call, need limits.Call, acc purge.Accepted, err error) error {
+func (h *CallHandler) record(ctx context.Context, log zerolog.Logger, call *tasks.Call, need limits.Need, acc purge.Accepted, err error) error {
 	if err == nil {
 		// Cloudflare accepted the call: recording it must not fail for a
 		// blip, or the re-run would purge the items again.

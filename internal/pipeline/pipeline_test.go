@@ -101,7 +101,7 @@ type fakeLimiter struct {
 	cooldowns []purge.Scope
 }
 
-func (l *fakeLimiter) Acquire(context.Context, limits.Call) (limits.Result, error) {
+func (l *fakeLimiter) Acquire(context.Context, limits.Need) (limits.Result, error) {
 	if l.busy > 0 {
 		return limits.Result{Wait: l.busy, Blocker: "flex"}, nil
 	}
@@ -113,7 +113,7 @@ func (l *fakeLimiter) Cooldown(_ context.Context, s purge.Scope, d time.Duration
 	return time.Now().Add(d), nil
 }
 
-func (l *fakeLimiter) CooldownFor(*purge.Error, limits.Call, time.Duration) time.Duration {
+func (l *fakeLimiter) CooldownFor(*purge.Error, limits.Need, time.Duration) time.Duration {
 	return time.Minute
 }
 

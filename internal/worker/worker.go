@@ -62,7 +62,7 @@ func Run(ctx context.Context, cfg *config.Config, log zerolog.Logger) error {
 	if err := tasks.PublishZones(ctx, rdb, cfg.Zones); err != nil {
 		return err
 	}
-	if err := limits.PublishScope(ctx, rdb, cfg.Limits().Scope); err != nil {
+	if err := limits.PublishToken(ctx, rdb, cfg.Limits().Token); err != nil {
 		return err
 	}
 	plan := cfg.ResolvedPlan()
