@@ -151,6 +151,9 @@ func enqueue(ctx context.Context, args []string, stdin io.Reader, stdout, stderr
 		return err
 	}
 	defer conn.close()
+	if err := conn.needZones(); err != nil {
+		return err
+	}
 
 	var rc tasks.Receipt
 	if o.from == "" {
@@ -276,6 +279,9 @@ type conn struct {
 	zones  tasks.Zones
 	client *tasks.Client
 	outbox *batching.Outbox
+	// noZones is why no item can be queued: no zones are known (set by
+	// connect; needZones returns it).
+	noZones error
 }
 
 // open loads the configuration and connects, failing if Redis does not
@@ -315,12 +321,23 @@ func connect(ctx context.Context, cfg *config.Config, mustAnswer bool) (*conn, e
 			return nil, fmt.Errorf("reading the workers' zones: %w", err)
 		}
 	}
+	var noZones error
+	if len(zones) == 0 {
+		// Not the user's input (exit 1, not 2): the worker is not up yet, or
+		// this command talks to another Redis than the worker's.
+		noZones = fmt.Errorf("no zones to purge in: PURGE_ZONES is empty and no worker has published its zones in the Redis at %s yet; start a worker (worker --dev prints the PURGE_REDIS_URL to export here), or set PURGE_ZONES=example.com=<zone id>,… (nothing was queued)", redisconn.Describe(cfg.RedisURL))
+	}
 	ac := asynq.NewClientFromRedisClient(rdb)
-	return &conn{rdb: rdb, ac: ac, zones: zones,
+	return &conn{rdb: rdb, ac: ac, zones: zones, noZones: noZones,
 		client: tasks.NewClient(ac, tasks.ClientOptions{Zones: zones, Retention: cfg.RequestRetention,
 			Replicas: cfg.RedisReplicas, ReplicaTimeout: cfg.RedisReplicaTimeout, Redis: rdb}),
 		outbox: batching.NewOutbox(rdb, cfg.RequestRetention)}, nil
 }
+
+// needZones fails, exit 1, when no zones are known: every item would be
+// refused as matching no zone. Only queueing needs zones (status, dlq and
+// --help do not).
+func (c *conn) needZones() error { return c.noZones }
 
 func (c *conn) close() {
 	c.ac.Close()

@@ -25,7 +25,7 @@ func main() {
 
 func run() int {
 	fs := flag.NewFlagSet("worker", flag.ContinueOnError)
-	devMode := fs.Bool("dev", false, "development mode: embedded Redis on 127.0.0.1:6379, the Cloudflare simulator when no API token is set, example zones")
+	devMode := fs.Bool("dev", false, "development mode: PURGE_REDIS_URL's Redis when set, else an embedded Redis on 127.0.0.1:6379 (a free port when taken); the Cloudflare simulator on 127.0.0.1:8787 (or a free port) when no API token is set; the UI on 127.0.0.1:8080 (or a free port) unless PURGE_HTTP_ADDR is set; example zones. Prints the export PURGE_REDIS_URL=… other terminals need")
 	fs.Usage = func() {
 		fmt.Fprintf(fs.Output(), "Usage: worker [--dev]\n\nRuns the purge queue worker.\n\nFlags:\n")
 		fs.PrintDefaults()

@@ -13,6 +13,14 @@ import (
 	"github.com/rs/zerolog"
 )
 
+// TimeFormat is the layout of the JSON "time" field: RFC 3339 with
+// milliseconds, so that the calls of one second keep their order and spacing.
+const TimeFormat = "2006-01-02T15:04:05.000Z07:00"
+
+// zerolog reads TimeFieldFormat when it writes each timestamp; it is set
+// once, before any logger exists, for every logger of the process.
+func init() { zerolog.TimeFieldFormat = TimeFormat }
+
 // New returns a logger writing to w. format is "json", "console" or empty
 // (console when w is a terminal).
 func New(w io.Writer, level, format string) (zerolog.Logger, error) {
