@@ -143,8 +143,9 @@ func (e *env) onRedis(redisURL string) {
 	e.outbox = batching.NewOutbox(rdb, time.Hour)
 }
 
-// startWorker runs a worker in this process until the test ends.
-func (e *env) startWorker() {
+// startWorker runs a worker in this process until the test ends, or until
+// stop, which waits for the worker to shut down.
+func (e *env) startWorker() (stop func()) {
 	e.t.Helper()
 	cfg, err := config.Load()
 	if err == nil {
@@ -156,12 +157,17 @@ func (e *env) startWorker() {
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	go func() { done <- worker.Run(ctx, cfg, zerolog.New(zerolog.NewTestWriter(e.t)).Level(zerolog.WarnLevel)) }()
-	e.t.Cleanup(func() {
-		cancel()
-		if err := <-done; err != nil {
-			e.t.Errorf("worker: %v", err)
-		}
-	})
+	var once sync.Once
+	stop = func() {
+		once.Do(func() {
+			cancel()
+			if err := <-done; err != nil {
+				e.t.Errorf("worker: %v", err)
+			}
+		})
+	}
+	e.t.Cleanup(stop)
+	return stop
 }
 
 // proc is a worker running as a separate OS process.
