@@ -13,9 +13,9 @@ import (
 	"testing"
 	"time"
 
-	"github.com/purgeq/purgeq/internal/rate"
 	"github.com/purgeq/purgeq/internal/testredis"
 	"github.com/purgeq/purgeq/limits"
+	"github.com/purgeq/purgeq/limits/rate"
 	"github.com/purgeq/purgeq/purge"
 	"github.com/purgeq/purgeq/purge/cftest"
 )

@@ -10,7 +10,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/purgeq/purgeq/internal/rate"
+	"github.com/purgeq/purgeq/limits/rate"
 	"github.com/purgeq/purgeq/purge"
 	"github.com/purgeq/purgeq/purge/cftest"
 )

@@ -5,7 +5,7 @@ import (
 	"strings"
 	"time"
 
-	"github.com/purgeq/purgeq/internal/rate"
+	"github.com/purgeq/purgeq/limits/rate"
 )
 
 // Plan holds the caps and purge buckets of one Cloudflare plan. Every value

@@ -14,7 +14,7 @@ import (
 	"syscall"
 	"time"
 
-	"github.com/purgeq/purgeq/internal/rate"
+	"github.com/purgeq/purgeq/limits/rate"
 	"github.com/purgeq/purgeq/purge"
 	"github.com/purgeq/purgeq/purge/cftest"
 )

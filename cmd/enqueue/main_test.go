@@ -16,9 +16,9 @@ import (
 
 	"github.com/purgeq/purgeq/batching"
 	"github.com/purgeq/purgeq/internal/config"
-	"github.com/purgeq/purgeq/internal/rate"
 	"github.com/purgeq/purgeq/internal/testredis"
 	"github.com/purgeq/purgeq/internal/worker"
+	"github.com/purgeq/purgeq/limits/rate"
 	"github.com/purgeq/purgeq/purge"
 	"github.com/purgeq/purgeq/purge/cftest"
 	"github.com/purgeq/purgeq/tasks"

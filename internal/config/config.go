@@ -15,9 +15,9 @@ import (
 
 	"github.com/kelseyhightower/envconfig"
 
-	"github.com/purgeq/purgeq/internal/rate"
 	"github.com/purgeq/purgeq/internal/redisconn"
 	"github.com/purgeq/purgeq/limits"
+	"github.com/purgeq/purgeq/limits/rate"
 	"github.com/purgeq/purgeq/purge"
 	"github.com/purgeq/purgeq/tasks"
 )

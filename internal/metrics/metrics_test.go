@@ -13,8 +13,8 @@ import (
 	"github.com/rs/zerolog"
 
 	"github.com/purgeq/purgeq/batching"
-	"github.com/purgeq/purgeq/internal/rate"
 	"github.com/purgeq/purgeq/limits"
+	"github.com/purgeq/purgeq/limits/rate"
 	"github.com/purgeq/purgeq/purge"
 	"github.com/purgeq/purgeq/tasks"
 )

@@ -8,8 +8,8 @@ import (
 	"time"
 
 	"github.com/purgeq/purgeq/internal/keyspace"
-	"github.com/purgeq/purgeq/internal/rate"
 	"github.com/purgeq/purgeq/internal/testredis"
+	"github.com/purgeq/purgeq/limits/rate"
 	"github.com/purgeq/purgeq/purge/cftest"
 )
 

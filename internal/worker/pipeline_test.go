@@ -9,8 +9,8 @@ import (
 	"testing"
 	"time"
 
-	"github.com/purgeq/purgeq/internal/rate"
 	"github.com/purgeq/purgeq/internal/testwait"
+	"github.com/purgeq/purgeq/limits/rate"
 	"github.com/purgeq/purgeq/purge"
 	"github.com/purgeq/purgeq/purge/cftest"
 	"github.com/purgeq/purgeq/tasks"

@@ -4,8 +4,8 @@ import (
 	"testing"
 	"time"
 
-	"github.com/purgeq/purgeq/internal/rate"
 	"github.com/purgeq/purgeq/internal/testredis"
+	"github.com/purgeq/purgeq/limits/rate"
 )
 
 // TestSentinelFailover: the master dies mid-flood (SIGKILL); Sentinel

@@ -30,7 +30,7 @@ import (
 	"sync"
 	"time"
 
-	"github.com/purgeq/purgeq/internal/rate"
+	"github.com/purgeq/purgeq/limits/rate"
 	"github.com/purgeq/purgeq/purge"
 )
 

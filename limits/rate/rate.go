@@ -1,7 +1,9 @@
 // Package rate holds Rate, the "N/DURATION" value used by every limit in the
 // project's configuration (PURGE_GLOBAL_LIMIT=1200/5m, PURGE_FLEX_LIMIT=5/1m…).
 // It is shared by purge (plan presets), limits (the Redis limiter) and the
-// configuration loader, so that the format is parsed in exactly one place.
+// configuration loader, so that the format is parsed in exactly one place,
+// and public so that programs outside this module can fill a purge.Plan, a
+// limits.Config or a cftest.Config.
 package rate
 
 import (
