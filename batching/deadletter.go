@@ -16,19 +16,27 @@ import (
 // asynq's archive, which trims past 10,000 tasks a queue, it never drops an
 // entry by itself.
 
-// DeadCount is the number of dead-letter entries.
-func (o *Outbox) DeadCount(ctx context.Context) (int64, error) {
+// DeadLetters owns the dead-letter queue.
+type DeadLetters struct {
+	rdb redis.UniversalClient
+}
+
+// NewDeadLetters returns the dead-letter queue on rdb.
+func NewDeadLetters(rdb redis.UniversalClient) *DeadLetters { return &DeadLetters{rdb: rdb} }
+
+// Count is the number of dead-letter entries.
+func (o *DeadLetters) Count(ctx context.Context) (int64, error) {
 	return o.rdb.HLen(ctx, keyspace.Dead).Result()
 }
 
-// DeadEntries lists dead-letter entries, oldest first; zone, if set, keeps
-// only that zone's (by id).
-func (o *Outbox) DeadEntries(ctx context.Context, zone string) ([]DeadEntry, error) {
+// Entries lists dead-letter entries, oldest first; zone, if set, keeps only
+// that zone's.
+func (o *DeadLetters) Entries(ctx context.Context, zone string) ([]DeadEntry, error) {
 	ids, err := o.rdb.ZRange(ctx, keyspace.DeadAt, 0, -1).Result()
 	if err != nil {
 		return nil, err
 	}
-	entries, err := o.deadByID(ctx, ids)
+	entries, err := deadByID(ctx, o.rdb, ids)
 	if zone == "" || err != nil {
 		return entries, err
 	}
@@ -37,10 +45,10 @@ func (o *Outbox) DeadEntries(ctx context.Context, zone string) ([]DeadEntry, err
 
 // deadByID reads the entries with the given ids; ids no longer in the
 // queue are skipped.
-func (o *Outbox) deadByID(ctx context.Context, ids []string) ([]DeadEntry, error) {
+func deadByID(ctx context.Context, rdb redis.UniversalClient, ids []string) ([]DeadEntry, error) {
 	var out []DeadEntry
 	for start := 0; start < len(ids); start += 1000 {
-		vals, err := o.rdb.HMGet(ctx, keyspace.Dead, ids[start:min(start+1000, len(ids))]...).Result()
+		vals, err := rdb.HMGet(ctx, keyspace.Dead, ids[start:min(start+1000, len(ids))]...).Result()
 		if err != nil {
 			return nil, err
 		}
@@ -59,22 +67,22 @@ func (o *Outbox) deadByID(ctx context.Context, ids []string) ([]DeadEntry, error
 	return out, nil
 }
 
-// DeadIDs lists every dead-letter entry id, oldest first.
-func (o *Outbox) DeadIDs(ctx context.Context) ([]string, error) {
+// IDs lists every dead-letter entry id, oldest first.
+func (o *DeadLetters) IDs(ctx context.Context) ([]string, error) {
 	return o.rdb.ZRange(ctx, keyspace.DeadAt, 0, -1).Result()
 }
 
-// RetryDead re-admits the entries' items; unknown ids are skipped.
-func (o *Outbox) RetryDead(ctx context.Context, ids []string) (int, error) {
-	return o.inChunks(ids, func(chunk []string) (int, error) {
+// Retry re-admits the entries' items; unknown ids are skipped.
+func (o *DeadLetters) Retry(ctx context.Context, ids []string) (int, error) {
+	return inChunks(ids, func(chunk []string) (int, error) {
 		args := append([]any{prefix}, toAny(chunk)...)
 		return retryCmd.Run(ctx, o.rdb, []string{keyspace.Dead, keyspace.DeadAt, keyspace.Lanes}, args...).Int()
 	})
 }
 
-// DropDead deletes entries; unknown ids are skipped.
-func (o *Outbox) DropDead(ctx context.Context, ids []string) (int, error) {
-	return o.inChunks(ids, func(chunk []string) (int, error) {
+// Drop deletes entries; unknown ids are skipped.
+func (o *DeadLetters) Drop(ctx context.Context, ids []string) (int, error) {
+	return inChunks(ids, func(chunk []string) (int, error) {
 		var n *redis.IntCmd
 		_, err := o.rdb.TxPipelined(ctx, func(p redis.Pipeliner) error {
 			n = p.HDel(ctx, keyspace.Dead, chunk...)
@@ -85,7 +93,7 @@ func (o *Outbox) DropDead(ctx context.Context, ids []string) (int, error) {
 	})
 }
 
-func (o *Outbox) inChunks(ids []string, f func([]string) (int, error)) (int, error) {
+func inChunks(ids []string, f func([]string) (int, error)) (int, error) {
 	total := 0
 	for start := 0; start < len(ids); start += 500 {
 		n, err := f(ids[start:min(start+500, len(ids))])

@@ -10,12 +10,15 @@
 // or dead-lettered with it. Admission runs in slices of 1,000 items, so a
 // huge request never holds Redis for long.
 //
-// Outcomes are recorded once per call (Record): purged items credited,
-// dead ones stored in the dead-letter queue (which keeps every entry until
-// an operator acts), and the parts of a failed call to send again put in
-// flight in the same script. Every script answers a retry (after a lost
-// reply) as it answered the first run. Request status (Status) counts
-// purged, dead and superseded items per request.
+// Three types share one Redis client and one script library (lua/), each
+// owning a part: Outbox the items on their way (admit, pop, hand-off, and
+// each call's outcome, recorded once: purged items credited, dead ones
+// dead-lettered, the parts of a failed call to send again put in flight in
+// the same script); Requests the status of each request (purged, dead and
+// superseded items; queued while asynq still holds it); DeadLetters the
+// dead-letter queue, which keeps every entry until an operator acts. Every
+// script answers a retry (after a lost reply) as it answered the first run.
+// Every key is spelled in internal/keyspace.
 //
 // The Dispatcher turns waiting items into purge:call tasks. For each limit
 // scope (the flex bucket, the URL bucket) it keeps a bounded window of

@@ -4,7 +4,6 @@ import (
 	"context"
 	"crypto/rand"
 	"encoding/hex"
-	"errors"
 	"fmt"
 	"maps"
 	"slices"
@@ -59,7 +58,10 @@ func parseLane(s string) (Lane, bool) {
 // Scope is the purge bucket the lane's calls draw on.
 func (l Lane) Scope() purge.Scope { return purge.BucketScope(l.Kind) }
 
-// Outbox is the Redis state of waiting, in-flight and finished items.
+// Outbox owns the items on their way to Cloudflare: it admits requests'
+// items into lanes, pops chunks as calls, hands them to asynq and keeps
+// them in flight until then, and records each call's outcome (record.go).
+// Request status is Requests', the dead-letter queue DeadLetters'.
 type Outbox struct {
 	rdb redis.UniversalClient
 	// retention keeps a finished request's status this long.
@@ -262,76 +264,6 @@ func (o *Outbox) Lanes(ctx context.Context) ([]Lane, error) {
 		}
 	}
 	return lanes, nil
-}
-
-// State is where a request stands.
-type State string
-
-// States of a request.
-const (
-	Queued     State = "queued"      // nothing accounted for yet
-	InProgress State = "in_progress" // some items purged, superseded or dead
-	Done       State = "done"        // every item accepted by Cloudflare
-	Failed     State = "failed"      // every item accounted for, some dead (or the request failed as a whole)
-)
-
-// Finished reports whether the request has ended (done or failed).
-func (s State) Finished() bool { return s == Done || s == Failed }
-
-// Status is a request's progress.
-type Status struct {
-	ID         string `json:"id"`
-	State      State  `json:"state"`
-	Total      int    `json:"total"`
-	Purged     int    `json:"purged"`
-	Dead       int    `json:"dead"`
-	Superseded int    `json:"superseded"`
-	// Error says why a request failed as a whole (its staged items were
-	// lost before admission), when it did.
-	Error string `json:"error,omitempty"`
-}
-
-// ErrUnknownRequest: no admitted request has the id (it may still wait in
-// the queue, or its status expired).
-var ErrUnknownRequest = errors.New("unknown request")
-
-// Status reads a request's progress.
-func (o *Outbox) Status(ctx context.Context, id string) (Status, error) {
-	v, err := o.rdb.HGetAll(ctx, keyspace.Request(id)).Result()
-	if err != nil {
-		return Status{}, err
-	}
-	if len(v) == 0 {
-		return Status{}, ErrUnknownRequest
-	}
-	atoi := func(k string) int { n, _ := strconv.Atoi(v[k]); return n }
-	s := Status{ID: id, Total: atoi("total"), Purged: atoi("purged"), Dead: atoi("dead"), Superseded: atoi("superseded")}
-	s.Error = v["error"]
-	admitted := atoi("pending") == 0
-	switch done := s.Purged + s.Dead + s.Superseded; {
-	case s.Error != "":
-		s.State = Failed
-	case admitted && done >= s.Total && s.Dead > 0:
-		s.State = Failed
-	case admitted && done >= s.Total:
-		s.State = Done
-	case done > 0:
-		s.State = InProgress
-	default:
-		s.State = Queued
-	}
-	return s, nil
-}
-
-// FailRequest marks a request failed as a whole, with the reason: what it
-// asked for cannot be purged or dead-lettered item by item (its staged
-// items expired or vanished before admission). Items of it already
-// admitted still go out.
-func (o *Outbox) FailRequest(ctx context.Context, id, reason string) error {
-	if err := o.rdb.HSet(ctx, keyspace.Request(id), "error", reason, "finished", time.Now().UnixMilli()).Err(); err != nil {
-		return err
-	}
-	return o.rdb.PExpire(ctx, keyspace.Request(id), o.retention).Err()
 }
 
 func flag(b bool) string {

@@ -67,7 +67,7 @@ func pop(t *testing.T, ob *Outbox, p PopRequest) (PopResult, *tasks.Call) {
 
 func status(t *testing.T, ob *Outbox, id string) Status {
 	t.Helper()
-	st, err := ob.Status(context.Background(), id)
+	st, err := NewRequests(ob.rdb, ob.retention).Status(context.Background(), id)
 	if err != nil {
 		t.Fatalf("status %s: %v", id, err)
 	}
@@ -92,7 +92,7 @@ func TestCoalescing(t *testing.T) {
 	admit(t, ob, request("r1", false, "z", map[purge.Kind][]string{purge.Files: urls(150, "https://a.example/%d")}))
 	admit(t, ob, request("r2", false, "z", map[purge.Kind][]string{purge.Files: urls(120, "https://a.example/%d")}))
 	admit(t, ob, request("r2", false, "z", map[purge.Kind][]string{purge.Files: {"https://x.example/"}}))
-	if st, _ := ob.Status(ctx, "r2"); st.Total != 120 {
+	if st, _ := NewRequests(ob.rdb, ob.retention).Status(ctx, "r2"); st.Total != 120 {
 		t.Errorf("a request admitted twice has total %d, want 120", st.Total)
 	}
 
@@ -412,7 +412,7 @@ func TestEverythingDeadLetters(t *testing.T) {
 			t.Errorf("%s: %+v, want failed with %d dead", id, st, dead)
 		}
 	}
-	if n, err := ob.RetryDead(ctx, []string{entries[0].ID}); err != nil || n != 1 {
+	if n, err := NewDeadLetters(ob.rdb).Retry(ctx, []string{entries[0].ID}); err != nil || n != 1 {
 		t.Fatalf("RetryDead: %d, %v", n, err)
 	}
 	_, again := pop(t, ob, PopRequest{Lane: Lane{Zone: "z", Kind: purge.Everything}, Cap: 1, AllowPartial: true})
@@ -508,7 +508,7 @@ func TestDeadLetterRetryDrop(t *testing.T) {
 	if st := status(t, ob, "r"); st.Purged != 1 || st.Dead != 2 || st.State != "failed" {
 		t.Errorf("status: %+v", st)
 	}
-	list, err := ob.DeadEntries(ctx, "")
+	list, err := NewDeadLetters(ob.rdb).Entries(ctx, "")
 	if err != nil || len(list) != 2 {
 		t.Fatalf("DeadEntries: %v, %v", list, err)
 	}
@@ -519,10 +519,10 @@ func TestDeadLetterRetryDrop(t *testing.T) {
 	if e.Zone != "z" || e.Kind != purge.Hosts || e.Item != "b.example" || e.Code != 1115 || e.Requests[0] != "r" || e.Attempts != 1 || e.FirstFailed == 0 {
 		t.Errorf("entry: %+v", e)
 	}
-	if other, _ := ob.DeadEntries(ctx, "other"); len(other) != 0 {
+	if other, _ := NewDeadLetters(ob.rdb).Entries(ctx, "other"); len(other) != 0 {
 		t.Errorf("zone filter: %v", other)
 	}
-	if n, err := ob.RetryDead(ctx, []string{e.ID, "unknown"}); err != nil || n != 1 {
+	if n, err := NewDeadLetters(ob.rdb).Retry(ctx, []string{e.ID, "unknown"}); err != nil || n != 1 {
 		t.Fatalf("RetryDead: %d, %v", n, err)
 	}
 	if st := status(t, ob, "r"); st.Dead != 1 || st.State != "in_progress" {
@@ -536,10 +536,10 @@ func TestDeadLetterRetryDrop(t *testing.T) {
 	if other == e.ID {
 		other = list[1].ID
 	}
-	if n, _ := ob.DropDead(ctx, []string{other}); n != 1 {
+	if n, _ := NewDeadLetters(ob.rdb).Drop(ctx, []string{other}); n != 1 {
 		t.Errorf("DropDead = %d", n)
 	}
-	if n, _ := ob.DeadCount(ctx); n != 0 {
+	if n, _ := NewDeadLetters(ob.rdb).Count(ctx); n != 0 {
 		t.Errorf("%d entries left", n)
 	}
 }

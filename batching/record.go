@@ -108,7 +108,7 @@ func (o *Outbox) Recorded(ctx context.Context, callID string) (bool, []DeadEntry
 		return false, nil, err
 	}
 	ids, _ := strings.CutPrefix(v, "+")
-	entries, err := o.deadByID(ctx, strings.Fields(ids))
+	entries, err := deadByID(ctx, o.rdb, strings.Fields(ids))
 	return true, entries, err
 }
 

@@ -65,7 +65,7 @@ func waitStatus(t *testing.T, c *conn, id string, d time.Duration) batching.Stat
 	var st batching.Status
 	testwait.For(t, d, "request "+id+" to finish", func() bool {
 		var err error
-		st, err = c.outbox.Status(context.Background(), id)
+		st, err = c.requests.Status(context.Background(), id)
 		return err == nil && (st.State == "done" || st.State == "failed")
 	})
 	return st

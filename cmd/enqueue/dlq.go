@@ -57,13 +57,13 @@ func dlq(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 			return usageError("dlq %s: name entry ids or --all (not both)", args[0])
 		}
 		if *everything {
-			if ids, err = c.outbox.DeadIDs(ctx); err != nil {
+			if ids, err = c.dead.IDs(ctx); err != nil {
 				return err
 			}
 		}
-		op, verb := c.outbox.RetryDead, "retried"
+		op, verb := c.dead.Retry, "retried"
 		if args[0] == "drop" {
-			op, verb = c.outbox.DropDead, "dropped"
+			op, verb = c.dead.Drop, "dropped"
 		}
 		n, err := op(ctx, ids)
 		tasks.ForgetDead(asynq.NewInspectorFromRedisClient(c.rdb), ids)
@@ -80,7 +80,7 @@ func dlq(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 }
 
 func (c *conn) listDead(ctx context.Context, zoneID string, asJSON bool, stdout io.Writer) error {
-	entries, err := c.outbox.DeadEntries(ctx, zoneID)
+	entries, err := c.dead.Entries(ctx, zoneID)
 	if err != nil {
 		return err
 	}

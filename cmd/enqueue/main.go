@@ -274,11 +274,12 @@ func printResult(stdout io.Writer, asJSON bool, rc tasks.Receipt, st *batching.S
 
 // conn is the Redis side of a command.
 type conn struct {
-	rdb    redis.UniversalClient
-	ac     *asynq.Client
-	zones  tasks.Zones
-	client *tasks.Client
-	outbox *batching.Outbox
+	rdb      redis.UniversalClient
+	ac       *asynq.Client
+	zones    tasks.Zones
+	client   *tasks.Client
+	requests *batching.Requests
+	dead     *batching.DeadLetters
 	// noZones is why no item can be queued: no zones are known (set by
 	// connect; needZones returns it).
 	noZones error
@@ -331,7 +332,7 @@ func connect(ctx context.Context, cfg *config.Config, mustAnswer bool) (*conn, e
 	return &conn{rdb: rdb, ac: ac, zones: zones, noZones: noZones,
 		client: tasks.NewClient(ac, tasks.ClientOptions{Zones: zones, Retention: cfg.RequestRetention,
 			Replicas: cfg.RedisReplicas, ReplicaTimeout: cfg.RedisReplicaTimeout, Redis: rdb}),
-		outbox: batching.NewOutbox(rdb, cfg.RequestRetention)}, nil
+		requests: batching.NewRequests(rdb, cfg.RequestRetention), dead: batching.NewDeadLetters(rdb)}, nil
 }
 
 // needZones fails, exit 1, when no zones are known: every item would be
@@ -379,7 +380,7 @@ func (c *conn) waitDone(ctx context.Context, id string, timeout time.Duration, s
 
 // deadItemsOf names a request's dead-lettered items.
 func (c *conn) deadItemsOf(ctx context.Context, id string) string {
-	entries, err := c.outbox.DeadEntries(ctx, "")
+	entries, err := c.dead.Entries(ctx, "")
 	if err != nil {
 		return " see enqueue dlq list"
 	}

@@ -10,8 +10,6 @@ import (
 	"os"
 	"time"
 
-	"github.com/hibiken/asynq"
-
 	"github.com/purgeq/purgeq/batching"
 	"github.com/purgeq/purgeq/internal/config"
 	"github.com/purgeq/purgeq/internal/intake"
@@ -86,23 +84,7 @@ func (c *conn) EnqueueBuilt(ctx context.Context, r *tasks.Request) (tasks.Receip
 	return c.client.EnqueueBuilt(ctx, r)
 }
 
-// Status is a request's progress; a request still waiting for admission
-// is "queued" with its total.
+// Status is a request's progress.
 func (c *conn) Status(ctx context.Context, id string) (batching.Status, error) {
-	st, err := c.outbox.Status(ctx, id)
-	if !errors.Is(err, batching.ErrUnknownRequest) {
-		return st, err
-	}
-	info, terr := asynq.NewInspectorFromRedisClient(c.rdb).GetTaskInfo(tasks.QueueRequests, id)
-	if terr != nil {
-		if errors.Is(terr, asynq.ErrTaskNotFound) || errors.Is(terr, asynq.ErrQueueNotFound) {
-			return st, err
-		}
-		return st, terr
-	}
-	req, derr := tasks.DecodeRequest(info.Payload)
-	if derr != nil {
-		return st, derr
-	}
-	return batching.Status{ID: id, State: batching.Queued, Total: req.Total()}, nil
+	return c.requests.Status(ctx, id)
 }

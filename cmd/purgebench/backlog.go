@@ -105,7 +105,7 @@ func backlog(srv *testredis.Server, rdb *redis.Client, n int) error {
 	enqueued := time.Since(start)
 	ob := batching.NewOutbox(rdb, time.Hour)
 	for {
-		s, err := ob.Status(ctx, rc.ID)
+		s, err := batching.NewRequests(rdb, time.Hour).Status(ctx, rc.ID)
 		if err == nil && s.Total == n {
 			break
 		}

@@ -43,15 +43,15 @@ func zoneID(name string) string { return "zone-" + strings.Split(name, ".")[0] }
 
 // bench is the shared harness of one run.
 type bench struct {
-	scale  float64
-	plan   purge.Plan
-	global rate.Rate
-	block  time.Duration
-	rdb    *redis.Client
-	url    string // the Redis URL
-	sim    *cftest.Server
-	api    *purge.Client
-	outbox *batching.Outbox
+	scale    float64
+	plan     purge.Plan
+	global   rate.Rate
+	block    time.Duration
+	rdb      *redis.Client
+	url      string // the Redis URL
+	sim      *cftest.Server
+	api      *purge.Client
+	requests *batching.Requests
 }
 
 // workerEnv configures this project's workers for the scaled-down account.
@@ -175,7 +175,7 @@ func runOne(rdb *redis.Client, url string, scale float64, w workload, s strategy
 	free := purge.Plans["free"]
 	per := func(r rate.Rate) rate.Rate { return rate.Per(r.N, time.Duration(float64(r.Per)/scale)) }
 	b := &bench{scale: scale, rdb: rdb, url: url, global: per(rate.Per(1200, 5*time.Minute)),
-		block: time.Duration(float64(5*time.Minute) / scale), outbox: batching.NewOutbox(rdb, time.Hour)}
+		block: time.Duration(float64(5*time.Minute) / scale), requests: batching.NewRequests(rdb, time.Hour)}
 	b.plan = free
 	b.plan.FlexRate, b.plan.URLRate = per(free.FlexRate), per(free.URLRate)
 	b.plan.URLBurst = free.URLRate.N * int(scale)

@@ -121,7 +121,7 @@ func runPurgeq(ctx context.Context, b *bench, w workload, n int) error {
 	}
 	for _, id := range ids {
 		for {
-			st, err := b.outbox.Status(ctx, id)
+			st, err := b.requests.Status(ctx, id)
 			if err == nil && st.State.Finished() {
 				break
 			}

@@ -70,6 +70,7 @@ func (m *Metrics) Observe(c *tasks.Call, outcome string, scope purge.Scope, cap 
 // State is where the collector reads the shared state at scrape time.
 type State struct {
 	Outbox    *batching.Outbox
+	Dead      *batching.DeadLetters
 	Limiter   *limits.Limiter
 	Inspector *asynq.Inspector
 	Zones     tasks.Zones
@@ -152,7 +153,7 @@ func (c *collector) Collect(ch chan<- prometheus.Metric) {
 	} else {
 		s.Log.Warn().Err(err).Msg("metrics: reading the outbox failed")
 	}
-	if n, err := s.Outbox.DeadCount(ctx); err == nil {
+	if n, err := s.Dead.Count(ctx); err == nil {
 		ch <- prometheus.MustNewConstMetric(descDead, prometheus.GaugeValue, float64(n))
 	}
 	if n, err := s.Outbox.Resent(ctx); err == nil {

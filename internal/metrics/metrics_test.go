@@ -98,7 +98,7 @@ func TestScrapeSoftAndHardLanes(t *testing.T) {
 	}
 
 	reg := prometheus.NewPedanticRegistry()
-	New(reg, State{Outbox: ob, Limiter: lim, Inspector: insp, Zones: zones, Log: zerolog.Nop()})
+	New(reg, State{Outbox: ob, Dead: batching.NewDeadLetters(rdb), Limiter: lim, Inspector: insp, Zones: zones, Log: zerolog.Nop()})
 	families, err := reg.Gather()
 	if err != nil {
 		t.Fatalf("gather: %v", err)

@@ -80,7 +80,8 @@ type Limiter interface {
 
 // RequestHandler admits purge:request tasks into the outbox.
 type RequestHandler struct {
-	Outbox *batching.Outbox
+	Outbox   *batching.Outbox
+	Requests *batching.Requests
 	// Redis holds streamed requests' staged chunks.
 	Redis redis.Cmdable
 	// Admitted is called after each admission (to wake the dispatcher).
@@ -115,12 +116,12 @@ func (h *RequestHandler) admitStaged(ctx context.Context, req *tasks.Request) er
 	for i := range req.Chunks {
 		raw, err := h.Redis.HGet(ctx, key, strconv.Itoa(i)).Bytes()
 		if errors.Is(err, redis.Nil) {
-			if st, serr := h.Outbox.Status(ctx, req.ID); serr == nil && st.Total == req.Items {
+			if st, serr := h.Requests.Admitted(ctx, req.ID); serr == nil && st.Total == req.Items {
 				return nil // admitted in full before, and the staging deleted
 			}
 			reason := fmt.Sprintf("chunk %d of %d is missing from staging (it expired or was deleted before the worker admitted it): %d of the request's %d items were not queued",
-				i, req.Chunks, req.Items-admittedTotal(ctx, h.Outbox, req.ID), req.Items)
-			if err := h.Outbox.FailRequest(ctx, req.ID, reason); err != nil {
+				i, req.Chunks, req.Items-admittedTotal(ctx, h.Requests, req.ID), req.Items)
+			if err := h.Requests.Fail(ctx, req.ID, reason); err != nil {
 				return err
 			}
 			h.Log.Error().Str("request", req.ID).Msg("request failed: " + reason)
@@ -142,8 +143,8 @@ func (h *RequestHandler) admitStaged(ctx context.Context, req *tasks.Request) er
 }
 
 // admittedTotal is how many of a request's items are in the outbox so far.
-func admittedTotal(ctx context.Context, ob *batching.Outbox, id string) int {
-	st, err := ob.Status(ctx, id)
+func admittedTotal(ctx context.Context, rq *batching.Requests, id string) int {
+	st, err := rq.Admitted(ctx, id)
 	if err != nil {
 		return 0
 	}
@@ -451,7 +452,7 @@ func (l *loudOnce) first(key string, every time.Duration) bool {
 // DeadHandler runs a purge:dead task an operator started from the UI:
 // it retries the dead-letter entry the task mirrors.
 type DeadHandler struct {
-	Outbox  *batching.Outbox
+	Dead    *batching.DeadLetters
 	Retried func()
 	Log     zerolog.Logger
 }
@@ -462,7 +463,7 @@ func (h *DeadHandler) ProcessTask(ctx context.Context, t *asynq.Task) error {
 	if err := json.Unmarshal(t.Payload(), &e); err != nil {
 		return fmt.Errorf("purge:dead payload: %v: %w", err, asynq.SkipRetry)
 	}
-	n, err := h.Outbox.RetryDead(ctx, []string{e.ID})
+	n, err := h.Dead.Retry(ctx, []string{e.ID})
 	if err != nil {
 		return err
 	}

@@ -43,7 +43,7 @@ func settled(t *testing.T, e *env, ids []string, d time.Duration) (purged, dead 
 
 func deadItems(t *testing.T, e *env) []string {
 	t.Helper()
-	entries, err := e.outbox.DeadEntries(context.Background(), "")
+	entries, err := e.dead.Entries(context.Background(), "")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -68,7 +68,7 @@ func TestPoisonIsolated(t *testing.T) {
 	if purged != 998 || dead != 2 || len(got) != 2 || got[0] != "https://a.example/p/3" || got[1] != "https://b.example/p/499" {
 		t.Errorf("purged %d, dead %d, dead-lettered %v; want 998, 2 and the two poison URLs", purged, dead, got)
 	}
-	entries, _ := e.outbox.DeadEntries(context.Background(), "")
+	entries, _ := e.dead.Entries(context.Background(), "")
 	for _, en := range entries {
 		if en.Reason == "" || en.Code == 0 || len(en.Requests) != 1 || en.FirstFailed == 0 {
 			t.Errorf("entry lacks detail: %+v", en)
@@ -86,7 +86,7 @@ func TestMisconfigured(t *testing.T) {
 	e := setup(t, cftest.Config{}, map[string]string{"PURGE_BATCH_WAIT": "100ms", "PURGE_MAX_RETRY": "1", "PURGE_CLOUDFLARE_API_TOKEN": "wrong"})
 	e.startWorker()
 	_, dead := settled(t, e, e.flood(150, "m"), 30*time.Second)
-	entries, _ := e.outbox.DeadEntries(context.Background(), "")
+	entries, _ := e.dead.Entries(context.Background(), "")
 	if dead != 150 || len(entries) != 150 || !strings.Contains(entries[0].Reason, "PURGE_CLOUDFLARE_API_TOKEN") || entries[0].Code != purge.CodeAuth {
 		t.Fatalf("dead %d, %d entries, first %+v", dead, len(entries), entries[0])
 	}
@@ -99,7 +99,7 @@ func TestRetriesExhausted(t *testing.T) {
 	e.sim.SetFaults(cftest.Faults{Error5xx: 1}, 1)
 	e.startWorker()
 	_, dead := settled(t, e, e.flood(10, "x"), 30*time.Second)
-	entries, _ := e.outbox.DeadEntries(context.Background(), "")
+	entries, _ := e.dead.Entries(context.Background(), "")
 	if dead != 10 || len(entries) != 10 || entries[0].Attempts != 2 || !strings.Contains(entries[0].Reason, "gave up after 2 attempts") || entries[0].FirstFailed >= entries[0].LastFailed {
 		t.Errorf("dead %d, first entry %+v", dead, entries[0])
 	}
@@ -152,8 +152,8 @@ func TestManyDeadEntries(t *testing.T) {
 		t.Fatalf("%d entries listed, want 20000", len(got))
 	}
 	e.sim.ClearPoison()
-	all, _ := e.outbox.DeadIDs(context.Background())
-	n, err := e.outbox.RetryDead(context.Background(), all)
+	all, _ := e.dead.IDs(context.Background())
+	n, err := e.dead.Retry(context.Background(), all)
 	if err != nil || n != 20000 {
 		t.Fatalf("RetryDead = %d, %v", n, err)
 	}

@@ -50,12 +50,14 @@ var zoneNames = map[string]string{"a.example": "za", "b.example": "zb", "c.examp
 // env is one test's world: Redis flushed, a simulator, the worker's
 // environment set, and a producer client.
 type env struct {
-	t      *testing.T
-	sim    *cftest.Server
-	rdb    *redis.Client
-	client *tasks.Client
-	outbox *batching.Outbox
-	vars   map[string]string
+	t        *testing.T
+	sim      *cftest.Server
+	rdb      *redis.Client
+	client   *tasks.Client
+	outbox   *batching.Outbox
+	requests *batching.Requests
+	dead     *batching.DeadLetters
+	vars     map[string]string
 }
 
 // roomyPlan has caps of 100 and buckets that never bind.
@@ -116,7 +118,7 @@ func setup(t *testing.T, sim cftest.Config, vars map[string]string) *env {
 	t.Cleanup(func() { ac.Close() })
 	return &env{t: t, sim: s, rdb: rdb, vars: all,
 		client: tasks.NewClient(ac, tasks.ClientOptions{Zones: cfg.Zones}),
-		outbox: batching.NewOutbox(rdb, time.Hour)}
+		outbox: batching.NewOutbox(rdb, time.Hour), requests: batching.NewRequests(rdb, time.Hour), dead: batching.NewDeadLetters(rdb)}
 }
 
 // onRedis points the env's producer and status reads at another Redis (a
@@ -140,7 +142,7 @@ func (e *env) onRedis(redisURL string) {
 		opts.Replicas, opts.ReplicaTimeout, opts.Redis = 1, 5*time.Second, rdb
 	}
 	e.client = tasks.NewClient(ac, opts)
-	e.outbox = batching.NewOutbox(rdb, time.Hour)
+	e.outbox, e.requests, e.dead = batching.NewOutbox(rdb, time.Hour), batching.NewRequests(rdb, time.Hour), batching.NewDeadLetters(rdb)
 }
 
 // startWorker runs a worker in this process until the test ends, or until
@@ -239,7 +241,7 @@ func (e *env) waitDone(d time.Duration, ids ...string) map[string]batching.Statu
 			if _, ok := out[id]; ok {
 				continue
 			}
-			st, err := e.outbox.Status(context.Background(), id)
+			st, err := e.requests.Status(context.Background(), id)
 			if err != nil || (st.State != "done" && st.State != "failed") {
 				return false
 			}

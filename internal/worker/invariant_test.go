@@ -164,7 +164,7 @@ func TestInvariant(t *testing.T) {
 			failed++
 		}
 	}
-	dead, _ := e.outbox.DeadCount(context.Background())
+	dead, _ := e.dead.Count(context.Background())
 	t.Logf("%d requests (%d items): %d done, %d failed; %d dead-letter entries (%d poison items); faults: %d worker kills, %d Redis restarts, %d replies lost; simulator %+v",
 		len(reqs), items, done, failed, dead, len(poison), kills, restarts, proxy.Dropped(), e.sim.Stats())
 }
@@ -214,7 +214,7 @@ func checkInvariant(t *testing.T, e *env, reqs []acked, statuses map[string]batc
 			}
 		}
 	}
-	entries, err := e.outbox.DeadEntries(ctx, "")
+	entries, err := e.dead.Entries(ctx, "")
 	if err != nil {
 		t.Fatal(err)
 	}

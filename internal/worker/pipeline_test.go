@@ -81,7 +81,7 @@ func TestBurstCoalesces(t *testing.T) {
 	// Usually about 1 ms a request; the deadline allows 40.
 	testwait.For(t, time.Duration(len(reqs))*40*time.Millisecond, "the burst to be admitted", func() bool {
 		for _, id := range ids {
-			if _, err := e.outbox.Status(context.Background(), id); err != nil {
+			if _, err := e.requests.Status(context.Background(), id); err != nil {
 				return false
 			}
 		}

@@ -45,7 +45,7 @@ func TestWaitAfterRetryBudget(t *testing.T) {
 	}
 	id := e.enqueue(tasks.PurgeRequest{Zone: "a.example", Tags: tags}).ID
 	st := e.waitDone(30*time.Second, id)[id]
-	dead, _ := e.outbox.DeadCount(context.Background())
+	dead, _ := e.dead.Count(context.Background())
 	if st.State != "done" || st.Purged != 9 || dead != 0 || archivedCalls(t, e) != 0 {
 		t.Errorf("status %+v, %d dead, %d archived calls; want 9 purged, none dead or archived", st, dead, archivedCalls(t, e))
 	}
@@ -108,7 +108,7 @@ func TestHugeRequestStaysResponsive(t *testing.T) {
 	huge := e.enqueue(tasks.PurgeRequest{Zone: "b.example", Tags: tags}).ID
 	e.startWorker()
 	testwait.For(t, 60*time.Second, "admission to start", func() bool {
-		st, err := e.outbox.Status(ctx, huge)
+		st, err := e.requests.Status(ctx, huge)
 		return err == nil && st.Total > 0
 	})
 	small := e.enqueue(tasks.PurgeRequest{Zone: "c.example", Tags: []string{"small"}}).ID
@@ -143,7 +143,7 @@ func TestBlipsKeepDeadLettersMirrored(t *testing.T) {
 	t.Setenv("PURGE_REDIS_URL", proxy.URL())
 	e.startWorker()
 	purged, dead := settled(t, e, e.flood(300, "blip"), 3*time.Minute)
-	entries, _ := e.outbox.DeadCount(context.Background())
+	entries, _ := e.dead.Count(context.Background())
 	var mirrors []*asynq.TaskInfo
 	testwait.For(t, 10*time.Second, "every entry mirrored", func() bool {
 		mirrors, _ = asynq.NewInspectorFromRedisClient(e.rdb).ListArchivedTasks(tasks.QueueDead, asynq.PageSize(1000))

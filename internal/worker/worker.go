@@ -75,6 +75,7 @@ func Run(ctx context.Context, cfg *config.Config, log zerolog.Logger) error {
 		return err
 	}
 	ob := batching.NewOutbox(rdb, cfg.RequestRetention)
+	requests, dead := batching.NewRequests(rdb, cfg.RequestRetention), batching.NewDeadLetters(rdb)
 	ac := asynq.NewClientFromRedisClient(rdb)
 	callTimeout := cfg.InlineWait + cfg.APITimeout + 30*time.Second
 	enqueue := tasks.CallQueue{Client: ac, Timeout: callTimeout, Retention: callRetention}.Enqueue
@@ -85,10 +86,10 @@ func Run(ctx context.Context, cfg *config.Config, log zerolog.Logger) error {
 
 	backoff := pipeline.Backoff{Base: cfg.RetryBase, Max: cfg.RetryMax}
 	mux := asynq.NewServeMux()
-	mux.Handle(tasks.TypeRequest, &pipeline.RequestHandler{Outbox: ob, Redis: rdb, Admitted: disp.Admitted, Log: log})
+	mux.Handle(tasks.TypeRequest, &pipeline.RequestHandler{Outbox: ob, Requests: requests, Redis: rdb, Admitted: disp.Admitted, Log: log})
 	insp := asynq.NewInspectorFromRedisClient(rdb)
 	reg := prometheus.NewRegistry()
-	m := metrics.New(reg, metrics.State{Outbox: ob, Limiter: lim, Inspector: insp, Zones: cfg.Zones, Log: log})
+	m := metrics.New(reg, metrics.State{Outbox: ob, Dead: dead, Limiter: lim, Inspector: insp, Zones: cfg.Zones, Log: log})
 	archive := func(ctx context.Context, entries []batching.DeadEntry) {
 		for _, e := range entries {
 			payload, _ := json.Marshal(e)
@@ -100,7 +101,7 @@ func Run(ctx context.Context, cfg *config.Config, log zerolog.Logger) error {
 	mux.Handle(tasks.TypeCall, &pipeline.CallHandler{Outbox: ob, Limiter: lim, API: api, Enqueue: enqueue, Archive: archive,
 		InlineWait: cfg.InlineWait, GlobalCooldown: cfg.Cooldown, MaxRetry: cfg.MaxRetry, Done: disp.Wake, Log: log,
 		Observe: func(c *tasks.Call, outcome string, scope purge.Scope) { m.Observe(c, outcome, scope, plan.Cap(c.Kind)) }})
-	mux.Handle(tasks.TypeDead, &pipeline.DeadHandler{Outbox: ob, Retried: disp.Admitted, Log: log})
+	mux.Handle(tasks.TypeDead, &pipeline.DeadHandler{Dead: dead, Retried: disp.Admitted, Log: log})
 	srv := asynq.NewServerFromRedisClient(rdb, asynq.Config{
 		Concurrency:              cfg.WorkerConcurrency(),
 		Queues:                   map[string]int{tasks.QueueCalls: 3, tasks.QueueRequests: 2, tasks.QueueDead: 1},
