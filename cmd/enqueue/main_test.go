@@ -17,7 +17,7 @@ import (
 	"github.com/purgeq/purgeq/batching"
 	"github.com/purgeq/purgeq/internal/config"
 	"github.com/purgeq/purgeq/internal/testredis"
-	"github.com/purgeq/purgeq/internal/worker"
+	"github.com/purgeq/purgeq/internal/worker/workertest"
 	"github.com/purgeq/purgeq/limits/rate"
 	"github.com/purgeq/purgeq/purge"
 	"github.com/purgeq/purgeq/purge/cftest"
@@ -228,18 +228,6 @@ func startWorker(t *testing.T, sim *cftest.Server) *config.Config {
 	t.Setenv("PURGE_CLOUDFLARE_API_URL", sim.URL)
 	t.Setenv("PURGE_CLOUDFLARE_API_TOKEN", "tok")
 	t.Setenv("PURGE_HTTP_ADDR", "127.0.0.1:0")
-	cfg, err := config.Load()
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error)
-	go func() { done <- worker.Run(ctx, cfg, zerolog.Nop()) }()
-	t.Cleanup(func() {
-		cancel()
-		if err := <-done; err != nil {
-			t.Errorf("worker: %v", err)
-		}
-	})
+	cfg, _ := workertest.Start(t, zerolog.Nop())
 	return cfg
 }

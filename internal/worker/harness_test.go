@@ -23,6 +23,7 @@ import (
 	"github.com/purgeq/purgeq/internal/testredis"
 	"github.com/purgeq/purgeq/internal/testwait"
 	"github.com/purgeq/purgeq/internal/worker"
+	"github.com/purgeq/purgeq/internal/worker/workertest"
 	"github.com/purgeq/purgeq/limits/rate"
 	"github.com/purgeq/purgeq/purge"
 	"github.com/purgeq/purgeq/purge/cftest"
@@ -149,26 +150,7 @@ func (e *env) onRedis(redisURL string) {
 // stop, which waits for the worker to shut down.
 func (e *env) startWorker() (stop func()) {
 	e.t.Helper()
-	cfg, err := config.Load()
-	if err == nil {
-		err = cfg.CheckWorker()
-	}
-	if err != nil {
-		e.t.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- worker.Run(ctx, cfg, zerolog.New(zerolog.NewTestWriter(e.t)).Level(zerolog.WarnLevel)) }()
-	var once sync.Once
-	stop = func() {
-		once.Do(func() {
-			cancel()
-			if err := <-done; err != nil {
-				e.t.Errorf("worker: %v", err)
-			}
-		})
-	}
-	e.t.Cleanup(stop)
+	_, stop = workertest.Start(e.t, zerolog.New(zerolog.NewTestWriter(e.t)).Level(zerolog.WarnLevel))
 	return stop
 }
 
