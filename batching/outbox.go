@@ -102,7 +102,7 @@ func (o *Outbox) Admit(ctx context.Context, r *tasks.Request, chunk, chunks int)
 	slice, n := 0, 0
 	args := []any{}
 	flush := func(last bool) error {
-		head := []any{prefix, o.retention.Milliseconds(), r.ID, r.EnqueuedAt, soft, n, chunk, chunks, slice, flag(last)}
+		head := []any{prefix, o.retention.Milliseconds(), r.ID, r.EnqueuedAt, soft, n, chunk, chunks, slice, flag(last), r.Producer, r.Source}
 		if err := admitCmd.Run(ctx, o.rdb, []string{keyspace.Lanes}, append(head, args...)...).Err(); err != nil {
 			return fmt.Errorf("admitting request %s: %w", r.ID, err)
 		}

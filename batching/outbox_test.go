@@ -11,6 +11,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/hibiken/asynq"
 	"github.com/redis/go-redis/v9"
 	"github.com/rs/zerolog"
 
@@ -679,5 +680,28 @@ func TestJSONShapes(t *testing.T) {
 	}
 	if src, _ := luaFiles.ReadFile("lua/retry.lua"); !strings.Contains(string(src), "e.sources") || !strings.Contains(string(src), "e.zone") {
 		t.Error("retry.lua no longer reads the fields this test pins")
+	}
+}
+
+// TestAttribution: a request's producer and source are recorded at
+// admission and read back in its status, also while it waits in asynq.
+func TestAttribution(t *testing.T) {
+	ob, rdb := newOutbox(t)
+	ctx := context.Background()
+	requests := NewRequests(rdb, time.Hour)
+	r := request("attr", false, "z", map[purge.Kind][]string{purge.Tags: {"a"}})
+	r.Producer, r.Source = "cms-blog", "post 4711"
+	payload, _ := json.Marshal(r)
+	ac := asynq.NewClientFromRedisClient(rdb)
+	defer ac.Close()
+	if _, err := ac.Enqueue(asynq.NewTask(tasks.TypeRequest, payload), asynq.TaskID(r.ID), asynq.Queue(tasks.QueueRequests)); err != nil {
+		t.Fatal(err)
+	}
+	if st, err := requests.Status(ctx, "attr"); err != nil || st.State != Queued || st.Producer != "cms-blog" || st.Source != "post 4711" {
+		t.Errorf("queued status %+v, %v", st, err)
+	}
+	admit(t, ob, r)
+	if st, err := requests.Status(ctx, "attr"); err != nil || st.Producer != "cms-blog" || st.Source != "post 4711" || st.Total != 1 {
+		t.Errorf("admitted status %+v, %v", st, err)
 	}
 }

@@ -35,6 +35,9 @@ type Status struct {
 	Purged     int    `json:"purged"`
 	Dead       int    `json:"dead"`
 	Superseded int    `json:"superseded"`
+	// Producer and Source say who queued the request and who or what asked.
+	Producer string `json:"producer,omitempty"`
+	Source   string `json:"source,omitempty"`
 	// Error says why a request failed as a whole (its staged items were
 	// lost before admission), when it did.
 	Error string `json:"error,omitempty"`
@@ -76,7 +79,7 @@ func (o *Requests) Status(ctx context.Context, id string) (Status, error) {
 	if derr != nil {
 		return st, derr
 	}
-	return Status{ID: id, State: Queued, Total: req.Total()}, nil
+	return Status{ID: id, State: Queued, Total: req.Total(), Producer: req.Producer, Source: req.Source}, nil
 }
 
 // Admitted reads the status of a request the outbox admitted (ErrUnknownRequest
@@ -91,7 +94,7 @@ func (o *Requests) Admitted(ctx context.Context, id string) (Status, error) {
 	}
 	atoi := func(k string) int { n, _ := strconv.Atoi(v[k]); return n }
 	s := Status{ID: id, Total: atoi("total"), Purged: atoi("purged"), Dead: atoi("dead"), Superseded: atoi("superseded")}
-	s.Error = v["error"]
+	s.Error, s.Producer, s.Source = v["error"], v["producer"], v["source"]
 	admitted := atoi("pending") == 0
 	switch done := s.Purged + s.Dead + s.Superseded; {
 	case s.Error != "":

@@ -36,6 +36,11 @@ type PurgeRequest struct {
 	// IdempotencyKey makes a repeated request (a re-run deploy hook) a
 	// no-op that returns the first request's id.
 	IdempotencyKey string
+	// Producer names who queued the request: "cli", an intake producer's
+	// name, or (empty) "go" for a Go program. Source says who or what asked
+	// (a user, a commit, a CMS post). Both are recorded with the request and
+	// shown in its status, the logs and the UI.
+	Producer, Source string
 }
 
 // URLs is a convenience for PurgeRequest.Files without headers.
@@ -168,7 +173,15 @@ func (c *Client) Build(pr PurgeRequest) (*Request, error) {
 		return nil, &purge.InvalidError{Items: []purge.Invalid{{Item: "", Reason: "the request names nothing to purge"}}}
 	}
 	return &Request{ID: requestID(pr.IdempotencyKey), Idempotent: pr.IdempotencyKey != "", Nonce: newID(),
-		EnqueuedAt: time.Now().UnixMilli(), Soft: pr.Soft, Zones: b.out}, nil
+		EnqueuedAt: time.Now().UnixMilli(), Soft: pr.Soft, Zones: b.out, Producer: producerOr(pr.Producer), Source: pr.Source}, nil
+}
+
+// producerOr names a Go program as the producer when none is given.
+func producerOr(p string) string {
+	if p == "" {
+		return "go"
+	}
+	return p
 }
 
 // requestID derives the id from an idempotency key, else makes a random one.

@@ -36,7 +36,15 @@ func Describe(taskType string, payload []byte) string {
 		if r.Soft {
 			soft = " [soft]"
 		}
-		return fmt.Sprintf("request %s%s — %d items; %s", r.ID, soft, r.Total(), strings.Join(parts, "; "))
+		origin := ""
+		if r.Producer != "" || r.Source != "" {
+			origin = fmt.Sprintf(" (from %s", r.Producer)
+			if r.Source != "" {
+				origin += ", " + r.Source
+			}
+			origin += ")"
+		}
+		return fmt.Sprintf("request %s%s%s — %d items; %s", r.ID, soft, origin, r.Total(), strings.Join(parts, "; "))
 	case TypeCall:
 		c, err := DecodeCall(payload)
 		if err != nil {

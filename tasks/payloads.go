@@ -78,6 +78,10 @@ type Request struct {
 	// apart by it. A streamed request's chunks are staged under it too, so
 	// that a re-run never touches the chunks of the run that was queued.
 	Nonce string `json:"nonce,omitempty"`
+	// Producer and Source say who queued the request and who or what
+	// asked for it (PurgeRequest).
+	Producer string `json:"producer,omitempty"`
+	Source   string `json:"source,omitempty"`
 	// Zones maps a zone id to its items by kind (Everything: ["*"]).
 	Zones map[string]map[purge.Kind][]string `json:"zones"`
 	// Chunks is set for a streamed request: its items wait in that many

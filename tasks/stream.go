@@ -32,7 +32,13 @@ type Stream struct {
 
 // NewStream starts a streamed request on rdb (the Redis the queue uses).
 func (c *Client) NewStream(rdb redis.Cmdable, soft bool, idempotencyKey string) *Stream {
-	return &Stream{c: c, rdb: rdb, req: Request{ID: requestID(idempotencyKey), Idempotent: idempotencyKey != "", Nonce: newID(), Soft: soft}}
+	return &Stream{c: c, rdb: rdb, req: Request{ID: requestID(idempotencyKey), Idempotent: idempotencyKey != "", Nonce: newID(), Soft: soft, Producer: producerOr("")}}
+}
+
+// Attribute records who queued the request and who or what asked for it
+// (PurgeRequest.Producer, Source); call it before Commit.
+func (s *Stream) Attribute(producer, source string) {
+	s.req.Producer, s.req.Source = producerOr(producer), source
 }
 
 // ID is the request id the stream will have.

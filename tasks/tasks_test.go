@@ -191,6 +191,19 @@ func TestReplicas(t *testing.T) {
 	}
 }
 
+func TestAttributionDescribed(t *testing.T) {
+	c := tasks.NewClient(nil, tasks.ClientOptions{Zones: mustZones(t, "example.com=id1")})
+	req, _ := c.Build(tasks.PurgeRequest{Tags: []string{"t"}})
+	if req.Producer != "go" {
+		t.Errorf("a Go program's request has producer %q, want go", req.Producer)
+	}
+	req, _ = c.Build(tasks.PurgeRequest{Tags: []string{"t"}, Producer: "cli", Source: "ana@ci-7"})
+	payload, _ := json.Marshal(req)
+	if got := tasks.Describe(tasks.TypeRequest, payload); !strings.Contains(got, "(from cli, ana@ci-7)") {
+		t.Errorf("the UI's description does not say who asked: %s", got)
+	}
+}
+
 func TestDescribe(t *testing.T) {
 	c := tasks.NewClient(nil, tasks.ClientOptions{Zones: mustZones(t, "example.com=id1")})
 	req, _ := c.Build(tasks.PurgeRequest{Files: tasks.URLs("https://example.com/1", "https://example.com/2", "https://example.com/3", "https://example.com/4"), Tags: []string{"t"}, Soft: true})

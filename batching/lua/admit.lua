@@ -6,8 +6,8 @@
 -- request id, ARGV[4] enqueued-at ms (kept in the status), ARGV[5] soft
 -- "0"|"1", ARGV[6] the slice's item count, ARGV[7] chunk index, ARGV[8]
 -- chunk count, ARGV[9] slice index, ARGV[10] "1" if it is the chunk's last
--- slice, then groups: zone, kind, n, n items (a zone's everything group
--- first).
+-- slice, ARGV[11] producer, ARGV[12] source, then groups: zone, kind, n, n
+-- items (a zone's everything group first).
 -- Returns 1, or 0 if the slice was admitted before (a retried task).
 local rid, soft = ARGV[3], ARGV[5]
 -- Items are aged by admission, not by the producer's clock: when
@@ -20,7 +20,8 @@ local mark, slice = 'slices:' .. ARGV[7], tonumber(ARGV[9])
 if (tonumber(redis.call('HGET', reqk, mark)) or 0) > slice then return 0 end
 if redis.call('HEXISTS', reqk, 'chunk:' .. ARGV[7]) == 1 then return 0 end
 if redis.call('EXISTS', reqk) == 0 then
-  redis.call('HSET', reqk, 'total', 0, 'purged', 0, 'dead', 0, 'superseded', 0, 'created', ARGV[4], 'soft', soft, 'pending', ARGV[8])
+  redis.call('HSET', reqk, 'total', 0, 'purged', 0, 'dead', 0, 'superseded', 0, 'created', ARGV[4], 'soft', soft, 'pending', ARGV[8],
+    'producer', ARGV[11], 'source', ARGV[12])
 end
 redis.call('HINCRBY', reqk, 'total', ARGV[6])
 if ARGV[10] == '1' then redis.call('HINCRBY', reqk, 'pending', -1) end
@@ -50,7 +51,7 @@ local function covered(r, n)
   return ' ' .. r .. '~' .. n
 end
 
-local i = 11
+local i = 13
 while i <= #ARGV do
   local zone, kind, n = ARGV[i], ARGV[i + 1], tonumber(ARGV[i + 2])
   i = i + 3

@@ -102,7 +102,12 @@ func (h *RequestHandler) ProcessTask(ctx context.Context, t *asynq.Task) error {
 	} else if err := h.admitStaged(ctx, req); err != nil {
 		return err
 	}
-	h.Log.Debug().Str("request", req.ID).Int("items", req.Total()).Msg("request admitted")
+	zones := make([]string, 0, len(req.Zones))
+	for z := range req.Zones {
+		zones = append(zones, z)
+	}
+	h.Log.Info().Str("request", req.ID).Str("producer", req.Producer).Str("source", req.Source).Strs("zones", zones).
+		Int("items", req.Total()).Msg("request admitted")
 	h.Admitted()
 	return nil
 }
@@ -134,6 +139,7 @@ func (h *RequestHandler) admitStaged(ctx context.Context, req *tasks.Request) er
 		if err != nil {
 			return fmt.Errorf("%v: %w", err, asynq.SkipRetry)
 		}
+		chunk.Producer, chunk.Source = req.Producer, req.Source
 		if err := h.Outbox.Admit(ctx, chunk, i, req.Chunks); err != nil {
 			return err
 		}
