@@ -17,23 +17,36 @@ import (
 const dlqUsage = `Usage:
   enqueue dlq list [--zone Z] [--json]   every dead-letter entry, oldest first
   enqueue dlq retry ID… | --all          send the entries' items again, with a fresh retry budget
-  enqueue dlq drop ID… | --all           delete entries for good`
+  enqueue dlq drop ID… | --all           delete entries for good
+
+Flags: --zone Z (list: only this zone), --json (list: print JSON),
+--all (retry, drop: every entry), --help, --version.`
 
 // dlq is the dead-letter queue's operator interface.
 func dlq(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	if len(args) == 0 {
 		return usageError("%s", dlqUsage)
 	}
+	usage := func(w io.Writer) { fmt.Fprintln(w, dlqUsage) }
+	switch args[0] {
+	case "list", "retry", "drop":
+	default:
+		if help, version := helpOrVersion(args[:1]); help || version {
+			return answer(help, stdout, usage)
+		}
+		return usageError("dlq: unknown command %q\n%s", args[0], dlqUsage)
+	}
 	fs := flag.NewFlagSet("dlq "+args[0], flag.ContinueOnError)
-	fs.SetOutput(stderr)
 	zone := fs.String("zone", "", "only this zone (name or id)")
 	asJSON := fs.Bool("json", false, "print JSON")
 	everything := fs.Bool("all", false, "every entry")
-	fs.Usage = func() { fmt.Fprintln(stderr, dlqUsage) }
-	if err := parseInterleaved(fs, args[1:]); err != nil {
-		return &exitError{exitInvalid, fmt.Errorf("")}
+	if err := parseArgs(fs, args[1:], usage, stdout, stderr); err != nil {
+		return err
 	}
 	ids := fs.Args()
+	if args[0] != "list" && *everything == (len(ids) > 0) {
+		return usageError("dlq %s: name entry ids or --all (not both)", args[0])
+	}
 
 	c, err := open(ctx)
 	if err != nil {
@@ -53,9 +66,6 @@ func dlq(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		}
 		return c.listDead(ctx, zoneID, *asJSON, stdout)
 	case "retry", "drop":
-		if *everything == (len(ids) > 0) {
-			return usageError("dlq %s: name entry ids or --all (not both)", args[0])
-		}
 		if *everything {
 			if ids, err = c.dead.IDs(ctx); err != nil {
 				return err
@@ -76,7 +86,7 @@ func dlq(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		}
 		return nil
 	}
-	return usageError("dlq: unknown command %q\n%s", args[0], dlqUsage)
+	return nil // not reached: args[0] was checked above
 }
 
 func (c *conn) listDead(ctx context.Context, zoneID string, asJSON bool, stdout io.Writer) error {

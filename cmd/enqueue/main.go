@@ -7,6 +7,9 @@
 //	enqueue dlq list|retry|drop
 //	enqueue serve
 //
+// --help and --version of every command answer on stdout, exit 0, without
+// the configuration or Redis.
+//
 // It prints the request id on stdout and messages on stderr. Exit status:
 // 0 durably queued (with --wait: every item purged); 2 invalid input or
 // usage, nothing queued, every bad item named; 1 anything else (Redis
@@ -23,6 +26,7 @@ import (
 	"io"
 	"os"
 	"os/signal"
+	"runtime/debug"
 	"strings"
 	"syscall"
 	"time"
@@ -84,7 +88,7 @@ func run(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.
 	if err == nil {
 		return exitOK
 	}
-	if errors.Is(err, flag.ErrHelp) {
+	if errors.Is(err, errAnswered) || errors.Is(err, flag.ErrHelp) {
 		return exitOK
 	}
 	var ee *exitError
@@ -106,6 +110,11 @@ func dispatch(ctx context.Context, args []string, stdin io.Reader, stdout, stder
 		case "dlq":
 			return dlq(ctx, args[1:], stdout, stderr)
 		case "serve":
+			// serve takes no flags: answer --help and --version here,
+			// before it loads the configuration or opens Redis.
+			if help, version := helpOrVersion(args[1:]); help || version {
+				return answer(help, stdout, func(w io.Writer) { fmt.Fprint(w, serveUsage) })
+			}
 			return serve(ctx, args[1:], stderr)
 		}
 	}
@@ -115,7 +124,6 @@ func dispatch(ctx context.Context, args []string, stdin io.Reader, stdout, stder
 func enqueue(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.Writer) error {
 	var o options
 	fs := flag.NewFlagSet("enqueue", flag.ContinueOnError)
-	fs.SetOutput(stderr)
 	fs.StringVar(&o.zone, "zone", "", "zone name or id (default: picked by each URL's, host's or prefix's hostname)")
 	fs.Var(&o.urls, "url", "URL to purge (repeatable; positional arguments are URLs too)")
 	fs.Var(&o.tags, "tag", "cache tag to purge (repeatable)")
@@ -130,16 +138,13 @@ func enqueue(ctx context.Context, args []string, stdin io.Reader, stdout, stderr
 	fs.DurationVar(&o.timeout, "timeout", 10*time.Minute, "with --wait: give up after this long (exit 1)")
 	fs.BoolVar(&o.json, "json", false, "print the result as JSON on stdout")
 	fs.BoolVar(&o.skipInvalid, "skip-invalid", false, "with --from: queue the valid lines and report the invalid ones, instead of queueing nothing")
-	fs.Usage = func() {
-		fmt.Fprintf(stderr, "Usage: enqueue [flags] [URL…]\n       enqueue status ID\n       enqueue dlq list|retry|drop  (enqueue dlq for help)\n       enqueue serve                the HTTP intake\n\nQueues a purge and prints its request id.\n\nFlags:\n")
-		fs.PrintDefaults()
-		fmt.Fprintf(stderr, "\nExit status: 0 queued (with --wait: purged), 2 invalid input (nothing queued), 1 anything else.\nEnvironment: PURGE_REDIS_URL, PURGE_ZONES (see worker --help).\n")
+	usage := func(w io.Writer) {
+		fmt.Fprint(w, "Usage: enqueue [flags] [URL…]\n       enqueue status ID\n       enqueue dlq list|retry|drop  (enqueue dlq --help)\n       enqueue serve                the HTTP intake\n\nQueues a purge and prints its request id.\n\nFlags:\n")
+		printDefaults(fs, w)
+		fmt.Fprint(w, "\nExit status: 0 queued (with --wait: purged), 2 invalid input (nothing queued), 1 anything else.\nEnvironment: PURGE_REDIS_URL, PURGE_ZONES (see worker --help).\n")
 	}
-	if err := parseInterleaved(fs, args); err != nil {
-		if errors.Is(err, flag.ErrHelp) {
-			return err
-		}
-		return &exitError{exitInvalid, errors.New("")}
+	if err := parseArgs(fs, args, usage, stdout, stderr); err != nil {
+		return err
 	}
 	o.urls = append(o.urls, fs.Args()...)
 
@@ -180,6 +185,84 @@ func enqueue(ctx context.Context, args []string, stdin io.Reader, stdout, stderr
 		return perr
 	}
 	return err
+}
+
+// errAnswered is returned once --help or --version has been answered: exit
+// 0, nothing else done.
+var errAnswered = errors.New("answered")
+
+const serveUsage = `Usage: enqueue serve
+
+Runs the HTTP intake (POST /v1/purge, GET /v1/purge/{id}, the
+Cloudflare-compatible /client/v4/zones/{zone}/purge_cache, GET /healthz)
+until interrupted. Requests bear one of the tokens of PURGE_INTAKE_TOKENS.
+
+Environment: PURGE_INTAKE_ADDR (default 127.0.0.1:8081), PURGE_INTAKE_TOKENS
+(required), PURGE_REDIS_URL, PURGE_ZONES (see worker --help).
+`
+
+// parseArgs parses a command's flags, which may follow its arguments, and
+// answers --help (usage on stdout) and --version before the command does
+// anything else: neither needs the configuration or Redis. A bad flag is
+// named, with the usage, on stderr: exit 2.
+func parseArgs(fs *flag.FlagSet, args []string, usage func(io.Writer), stdout, stderr io.Writer) error {
+	version := fs.Bool("version", false, "print the version and exit")
+	fs.SetOutput(stderr)
+	fs.Usage = func() {} // printed below, where it belongs
+	err := parseInterleaved(fs, args)
+	switch {
+	case errors.Is(err, flag.ErrHelp):
+		return answer(true, stdout, usage)
+	case err != nil:
+		usage(stderr)
+		return &exitError{exitInvalid, errors.New("")}
+	case *version:
+		return answer(false, stdout, usage)
+	}
+	return nil
+}
+
+// answer prints the usage (help) or the version on stdout.
+func answer(help bool, stdout io.Writer, usage func(io.Writer)) error {
+	if help {
+		usage(stdout)
+	} else {
+		fmt.Fprintln(stdout, "enqueue", version())
+	}
+	return errAnswered
+}
+
+// helpOrVersion reports whether args, up to "--", ask for help or the
+// version: for the commands that take no flags of their own.
+func helpOrVersion(args []string) (help, version bool) {
+	for _, a := range args {
+		switch a {
+		case "--":
+			return
+		case "-h", "-help", "--help":
+			help = true
+		case "-version", "--version":
+			version = true
+		}
+	}
+	return
+}
+
+// version is the main module's version as built ("devel" from a work tree
+// without version control information).
+func version() string {
+	if bi, ok := debug.ReadBuildInfo(); ok && bi.Main.Version != "" && bi.Main.Version != "(devel)" {
+		return bi.Main.Version
+	}
+	return "devel"
+}
+
+// printDefaults prints fs's flags on w.
+func printDefaults(fs *flag.FlagSet, w io.Writer) {
+	out := fs.Output()
+	fs.SetOutput(w)
+	fs.PrintDefaults()
+	fs.SetOutput(out)
 }
 
 // parseInterleaved parses flags that may follow positional arguments
@@ -347,8 +430,8 @@ func (c *conn) close() {
 
 // waitDone polls a request's status until it finishes or the timeout,
 // showing its progress.
-func (c *conn) waitDone(ctx context.Context, id string, timeout time.Duration, stderr io.Writer) (*batching.Status, error) {
-	ctx, cancel := context.WithTimeout(ctx, timeout)
+func (c *conn) waitDone(parent context.Context, id string, timeout time.Duration, stderr io.Writer) (*batching.Status, error) {
+	ctx, cancel := context.WithTimeout(parent, timeout)
 	defer cancel()
 	tick := time.NewTicker(200 * time.Millisecond)
 	defer tick.Stop()
@@ -372,6 +455,10 @@ func (c *conn) waitDone(ctx context.Context, id string, timeout time.Duration, s
 		}
 		select {
 		case <-ctx.Done():
+			if parent.Err() != nil {
+				// Interrupted: only the waiting stops, not the purge.
+				return nil, fmt.Errorf("interrupted: stopped waiting; request %s stays queued and will be purged (enqueue status %s shows its progress)", id, id)
+			}
 			return nil, fmt.Errorf("--wait: not finished after %s (request %s is still queued)", timeout, id)
 		case <-tick.C:
 		}
@@ -397,17 +484,26 @@ func (c *conn) deadItemsOf(ctx context.Context, id string) string {
 
 // status prints a request's progress.
 func status(ctx context.Context, args []string, stdout, stderr io.Writer) error {
-	if len(args) != 1 {
+	fs := flag.NewFlagSet("status", flag.ContinueOnError)
+	usage := func(w io.Writer) {
+		fmt.Fprint(w, "Usage: enqueue status ID\n\nPrints the request's progress as JSON: state (queued, in_progress, done, failed),\ntotal, purged, dead.\n\nFlags:\n")
+		printDefaults(fs, w)
+	}
+	if err := parseArgs(fs, args, usage, stdout, stderr); err != nil {
+		return err
+	}
+	if fs.NArg() != 1 {
 		return usageError("usage: enqueue status ID")
 	}
+	id := fs.Arg(0)
 	c, err := open(ctx)
 	if err != nil {
 		return err
 	}
 	defer c.close()
-	st, err := c.Status(ctx, args[0])
+	st, err := c.Status(ctx, id)
 	if errors.Is(err, batching.ErrUnknownRequest) {
-		return fmt.Errorf("no request %s (unknown, or finished longer ago than PURGE_REQUEST_RETENTION)", args[0])
+		return fmt.Errorf("no request %s (unknown, or finished longer ago than PURGE_REQUEST_RETENTION)", id)
 	}
 	if err != nil {
 		return err

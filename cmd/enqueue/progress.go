@@ -15,19 +15,30 @@ import (
 	"github.com/purgeq/purgeq/limits"
 )
 
-// progress shows --wait's progress: a bar redrawn in place on a terminal,
-// a plain line per change otherwise.
+// quietEvery is how often, at most, a log (no terminal) gets a progress
+// line that only a cooldown's countdown changed.
+const quietEvery = 10 * time.Second
+
+// progress shows --wait's progress: a bar redrawn in place on a terminal;
+// otherwise a plain line when the purged or dead-lettered count changes, and
+// at most every quietEvery when only the rest (a cooldown) does, so that a
+// long cooldown does not flood a CI log.
 type progress struct {
 	w        io.Writer
 	terminal bool
 	start    time.Time
-	last     string
+	// now is the clock (time.Now; tests drive their own).
+	now func() time.Time
+	// last is the last line printed, counts its counts, printed when.
+	last    string
+	counts  [3]int
+	printed time.Time
 	// cooldown reports the cooldowns in force (nil when unknown).
 	cooldown func() map[string]time.Duration
 }
 
 func newProgress(ctx context.Context, c *conn, w io.Writer) *progress {
-	p := &progress{w: w, start: time.Now()}
+	p := &progress{w: w, start: time.Now(), now: time.Now}
 	if f, ok := w.(*os.File); ok && isatty.IsTerminal(f.Fd()) {
 		p.terminal = true
 	}
@@ -65,10 +76,15 @@ func (p *progress) show(st batching.Status) {
 			line += fmt.Sprintf(", %s cooldown %s", s, cd[s].Round(time.Second))
 		}
 	}
+	now := time.Now()
+	if p.now != nil {
+		now = p.now()
+	}
 	if !p.terminal {
-		if line != p.last {
+		counts := [3]int{done, st.Dead, st.Total}
+		if p.last == "" || counts != p.counts || (line != p.last && now.Sub(p.printed) >= quietEvery) {
 			fmt.Fprintln(p.w, "enqueue:", line)
-			p.last = line
+			p.last, p.counts, p.printed = line, counts, now
 		}
 		return
 	}
@@ -77,7 +93,7 @@ func (p *progress) show(st batching.Status) {
 	if st.Total > 0 {
 		filled = width * (done + st.Dead) / st.Total
 	}
-	rate := float64(done) / max(time.Since(p.start).Seconds(), 0.001)
+	rate := float64(done) / max(now.Sub(p.start).Seconds(), 0.001)
 	fmt.Fprintf(p.w, "\r\033[K[%s%s] %s · %.0f/s", strings.Repeat("#", filled), strings.Repeat("-", width-filled), line, rate)
 }
 
