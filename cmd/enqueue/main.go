@@ -2,7 +2,7 @@
 //
 //	enqueue [--zone Z] [--url U]… [--tag T]… [--host H]… [--prefix P]…
 //	        [--everything] [--from FILE|-] [--kind KIND] [--idempotency-key K]
-//	        [--soft] [--wait [--timeout D]] [--json] [URL…]
+//	        [--soft] [--source TEXT] [--wait [--timeout D]] [--json] [URL…]
 //	enqueue status ID
 //	enqueue dlq list|retry|drop
 //	enqueue serve
@@ -25,6 +25,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"os/user"
 	"os/signal"
 	"runtime/debug"
 	"strings"
@@ -68,6 +69,7 @@ func (l *list) Set(s string) error { *l = append(*l, s); return nil }
 
 type options struct {
 	zone, from, kind, key string
+	source                string
 	urls, tags, hosts     list
 	prefixes              list
 	everything, soft      bool
@@ -137,6 +139,7 @@ func enqueue(ctx context.Context, args []string, stdin io.Reader, stdout, stderr
 	fs.BoolVar(&o.wait, "wait", false, "wait until every item is purged (exit 0) or one is dead-lettered (exit 1)")
 	fs.DurationVar(&o.timeout, "timeout", 10*time.Minute, "with --wait: give up after this long (exit 1)")
 	fs.BoolVar(&o.json, "json", false, "print the result as JSON on stdout")
+	fs.StringVar(&o.source, "source", defaultSource(), "who or what asks, recorded with the request (default: user@host, and the commit and pipeline in CI)")
 	fs.BoolVar(&o.skipInvalid, "skip-invalid", false, "with --from: queue the valid lines and report the invalid ones, instead of queueing nothing")
 	usage := func(w io.Writer) {
 		fmt.Fprint(w, "Usage: enqueue [flags] [URL…]\n       enqueue status ID\n       enqueue dlq list|retry|drop  (enqueue dlq --help)\n       enqueue serve                the HTTP intake\n\nQueues a purge and prints its request id.\n\nFlags:\n")
@@ -148,8 +151,12 @@ func enqueue(ctx context.Context, args []string, stdin io.Reader, stdout, stderr
 	}
 	o.urls = append(o.urls, fs.Args()...)
 
+	if o.everything && o.zone == "" {
+		// never implied from a single configured zone: too much to guess
+		return usageError("--everything purges a whole zone: name it with --zone")
+	}
 	pr := tasks.PurgeRequest{Zone: o.zone, Files: tasks.URLs(o.urls...), Tags: o.tags, Hosts: o.hosts, Prefixes: o.prefixes,
-		Everything: o.everything, Soft: o.soft, IdempotencyKey: o.key}
+		Everything: o.everything, Soft: o.soft, IdempotencyKey: o.key, Producer: "cli", Source: o.source}
 
 	conn, err := open(ctx)
 	if err != nil {
@@ -185,6 +192,27 @@ func enqueue(ctx context.Context, args []string, stdin io.Reader, stdout, stderr
 		return perr
 	}
 	return err
+}
+
+// defaultSource names who runs the command: user@host, and in CI the commit
+// and pipeline from the usual variables (GitHub Actions, GitLab CI).
+func defaultSource() string {
+	who := "unknown"
+	if u, err := user.Current(); err == nil {
+		who = u.Username
+	}
+	host, _ := os.Hostname()
+	src := who + "@" + host
+	for _, ci := range [][2]string{{"GITHUB_SHA", "GITHUB_RUN_ID"}, {"CI_COMMIT_SHA", "CI_PIPELINE_ID"}} {
+		if commit := os.Getenv(ci[0]); commit != "" {
+			src += " commit " + commit
+			if run := os.Getenv(ci[1]); run != "" {
+				src += " pipeline " + run
+			}
+			break
+		}
+	}
+	return src
 }
 
 // errAnswered is returned once --help or --version has been answered: exit
@@ -300,6 +328,7 @@ func (c *conn) enqueueFrom(ctx context.Context, o options, pr tasks.PurgeRequest
 		return tasks.Receipt{}, usageError("--from %s names nothing to purge", o.from)
 	}
 	st := c.client.NewStream(c.rdb, o.soft, o.key)
+	st.Attribute(pr.Producer, pr.Source)
 	if len(pr.Files)+len(pr.Tags)+len(pr.Hosts)+len(pr.Prefixes) > 0 || pr.Everything {
 		if err := st.Add(ctx, pr); err != nil {
 			st.Abort(ctx)
