@@ -214,3 +214,70 @@ func TestIntakeRedisDown(t *testing.T) {
 		t.Errorf("got %d %v", code, out)
 	}
 }
+
+// callWith is call with extra request headers (name, value, …).
+func callWith(t *testing.T, method, url, body string, header ...string) (int, map[string]any) {
+	t.Helper()
+	req, _ := http.NewRequest(method, url, strings.NewReader(body))
+	req.Header.Set("Authorization", "Bearer "+intakeToken)
+	for i := 0; i+1 < len(header); i += 2 {
+		req.Header.Add(header[i], header[i+1])
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	var out map[string]any
+	json.NewDecoder(resp.Body).Decode(&out)
+	return resp.StatusCode, out
+}
+
+// TestIntakePurgeEverythingFalse: CONTRACT's example body, with
+// "purge_everything":false, is accepted and purges only what it names.
+func TestIntakePurgeEverythingFalse(t *testing.T) {
+	rdb := setup(t)
+	base := startIntake(t)
+	code, out := callWith(t, "POST", base+"/v1/purge",
+		`{"zone":"example.com","files":["https://example.com/a"],"tags":["t1"],"hosts":[],"prefixes":[],"purge_everything":false,"idempotency_key":"deploy-1","soft":false}`)
+	if code != 202 || out["items"] != 2.0 {
+		t.Fatalf("contract example body: %d %v", code, out)
+	}
+	if payload := queuedPayload(t, rdb, out["id"].(string)); strings.Contains(payload, `"everything"`) || strings.Contains(payload, `["*"]`) {
+		t.Errorf("purge_everything false queued a purge-everything: %s", payload)
+	}
+	code, out = callWith(t, "POST", base+"/v1/purge", `{"zone":"example.org","purge_everything":true}`)
+	if code != 202 || out["items"] != 1.0 || !strings.Contains(queuedPayload(t, rdb, out["id"].(string)), `["*"]`) {
+		t.Errorf("purge_everything true: %d %v", code, out)
+	}
+}
+
+// TestIntakeIdempotencyKeyHeader: the 503 answer says to retry with the
+// same Idempotency-Key, so the header is a key like the body's field.
+func TestIntakeIdempotencyKeyHeader(t *testing.T) {
+	rdb := setup(t)
+	base := startIntake(t)
+	code, first := callWith(t, "POST", base+"/v1/purge", `{"tags":["x"],"zone":"example.org"}`, "Idempotency-Key", "cms-7")
+	if code != 202 || first["duplicate"] == true {
+		t.Fatalf("header key: %d %v", code, first)
+	}
+	code, again := callWith(t, "POST", base+"/v1/purge", `{"tags":["x"],"zone":"example.org","idempotency_key":"cms-7"}`)
+	if code != 202 || again["id"] != first["id"] || again["duplicate"] != true {
+		t.Errorf("same key in the body: %d %v then %v", code, first, again)
+	}
+	code, both := callWith(t, "POST", base+"/v1/purge", `{"tags":["x"],"zone":"example.org","idempotency_key":"cms-7"}`, "Idempotency-Key", "cms-7")
+	if code != 202 || both["id"] != first["id"] || both["duplicate"] != true {
+		t.Errorf("same key in both: %d %v", code, both)
+	}
+	code, out := callWith(t, "POST", base+"/v1/purge", `{"tags":["y"],"zone":"example.org","idempotency_key":"cms-8"}`, "Idempotency-Key", "cms-9")
+	if msg, _ := out["error"].(string); code != 400 || !strings.Contains(msg, "Idempotency-Key") || !strings.Contains(msg, "idempotency_key") {
+		t.Errorf("different keys: %d %v", code, out)
+	}
+	if n := pending(t, rdb); n != 1 {
+		t.Errorf("%d requests queued, want 1", n)
+	}
+	code, env := callWith(t, "POST", base+"/client/v4/zones/zone-org/purge_cache", `{"tags":["x"]}`, "Idempotency-Key", "cms-7")
+	if res, _ := env["result"].(map[string]any); code != 200 || res["id"] != first["id"] {
+		t.Errorf("cloudflare route with the key: %d %v", code, env)
+	}
+}

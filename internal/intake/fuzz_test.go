@@ -17,6 +17,8 @@ func FuzzBody(f *testing.F) {
 		`{"files":[{"url":"https://example.com/m","headers":{"CF-Device-Type":"mobile"}}]}`,
 		`{"tags":["a","B"],"hosts":["www.example.org"],"prefixes":["example.com/blog/"],"zone":"example.org"}`,
 		`{"purge_everything":true,"zone":"example.com"}`,
+		`{"zone":"example.com","files":["https://example.com/a"],"tags":[],"hosts":[],"prefixes":[],"purge_everything":false,"idempotency_key":"k","soft":false}`,
+		`{"purge_everything":false}`,
 		`{"files":[42,null,{"url":""}],"idempotency_key":"k","soft":true}`,
 	} {
 		f.Add([]byte(seed))

@@ -17,6 +17,7 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"slices"
 	"strings"
 	"time"
 
@@ -153,18 +154,54 @@ func (b *body) request() (tasks.PurgeRequest, []purge.Invalid) {
 		}
 		pr.Files = append(pr.Files, f)
 	}
-	if b.PurgeEverything != nil {
-		if !*b.PurgeEverything {
-			bad = append(bad, purge.Invalid{Item: "purge_everything", Reason: "purge_everything must be true when present"})
-		}
-		pr.Everything = *b.PurgeEverything
-	}
+	// false (as in CONTRACT's example body) is the same as leaving it out.
+	pr.Everything = b.everything()
 	return pr, bad
 }
 
+// everything reports whether the body asks to purge everything.
+func (b *body) everything() bool { return b.PurgeEverything != nil && *b.PurgeEverything }
+
+// items counts the items a body names, as sent (before normalising and
+// removing duplicates).
+func (b *body) items() int {
+	n := len(b.Files) + len(b.Tags) + len(b.Hosts) + len(b.Prefixes)
+	if b.everything() {
+		n++
+	}
+	return n
+}
+
+// headerKey is the request's Idempotency-Key header: empty when absent, an
+// error when it is sent several times with different values.
+func headerKey(r *http.Request) (string, error) {
+	key := ""
+	for _, v := range r.Header.Values("Idempotency-Key") {
+		v = strings.TrimSpace(v)
+		switch {
+		case v == "":
+		case key == "":
+			key = v
+		case v != key:
+			return "", errors.New("the Idempotency-Key header is sent several times with different values: send one")
+		}
+	}
+	return key, nil
+}
+
 // enqueue validates and queues: nothing is queued unless all of it is.
+// Whatever the outcome, it notes for the access log the purge request's
+// id (once built), its zones and its item count.
 func (s *server) enqueue(ctx context.Context, pr tasks.PurgeRequest, bad []purge.Invalid) (tasks.Receipt, int, []purge.Invalid, error) {
 	req, err := s.Queue.Build(pr)
+	if req != nil {
+		zones := make([]string, 0, len(req.Zones))
+		for z := range req.Zones {
+			zones = append(zones, z)
+		}
+		slices.Sort(zones)
+		note(ctx, func(f *logFields) { f.request, f.zones, f.items = req.ID, zones, req.Total() })
+	}
 	var ie *purge.InvalidError
 	switch {
 	case errors.As(err, &ie):
@@ -176,6 +213,7 @@ func (s *server) enqueue(ctx context.Context, pr tasks.PurgeRequest, bad []purge
 		return tasks.Receipt{}, http.StatusBadRequest, bad, fmt.Errorf("%d invalid item(s), nothing queued", len(bad))
 	}
 	rc, err := s.Queue.EnqueueBuilt(ctx, req)
+	note(ctx, func(f *logFields) { f.duplicate = rc.Duplicate })
 	if errors.Is(err, tasks.ErrNotReplicated) || errors.Is(err, tasks.ErrUncertain) {
 		s.Log.Warn().Err(err).Msg("perhaps queued")
 		return tasks.Receipt{}, http.StatusServiceUnavailable, nil, fmt.Errorf("%v; retry with the same Idempotency-Key to be sure", err)
@@ -193,6 +231,21 @@ func (s *server) purge(w http.ResponseWriter, r *http.Request) {
 		writeError(w, status, err.Error(), nil)
 		return
 	}
+	noteBody(r.Context(), b)
+	// The key may come in the body or, as the 503 answer says, in the
+	// Idempotency-Key header; both is fine when they agree.
+	hk, err := headerKey(r)
+	if err != nil {
+		writeError(w, http.StatusBadRequest, err.Error(), nil)
+		return
+	}
+	if hk != "" && b.IdempotencyKey != "" && hk != b.IdempotencyKey {
+		writeError(w, http.StatusBadRequest, "the Idempotency-Key header and the body's idempotency_key differ: send one, or the same in both", nil)
+		return
+	}
+	if hk != "" {
+		b.IdempotencyKey = hk
+	}
 	pr, bad := b.request()
 	rc, status, bad, err := s.enqueue(r.Context(), pr, bad)
 	if err != nil {
@@ -203,6 +256,7 @@ func (s *server) purge(w http.ResponseWriter, r *http.Request) {
 }
 
 func (s *server) status(w http.ResponseWriter, r *http.Request) {
+	note(r.Context(), func(f *logFields) { f.request = r.PathValue("id") })
 	st, err := s.Queue.Status(r.Context(), r.PathValue("id"))
 	switch {
 	case errors.Is(err, batching.ErrUnknownRequest):
@@ -222,12 +276,15 @@ func (s *server) cloudflare(w http.ResponseWriter, r *http.Request) {
 			Message: "Could not route to " + r.URL.Path + ", perhaps your object identifier is invalid?"}})
 		return
 	}
+	note(r.Context(), func(f *logFields) { f.zones = []string{zone.ID} })
 	b, status, err := s.decode(w, r)
 	if err != nil {
 		writeCloudflareError(w, status, err.Error(), nil)
 		return
 	}
-	if b.PurgeEverything != nil && (len(b.Files)+len(b.Tags)+len(b.Hosts)+len(b.Prefixes) > 0) {
+	noteBody(r.Context(), b)
+	// "purge_everything":false is the same as leaving it out.
+	if b.everything() && (len(b.Files)+len(b.Tags)+len(b.Hosts)+len(b.Prefixes) > 0) {
 		writeCloudflareErrors(w, http.StatusBadRequest, []purge.APIError{{Code: purge.CodeEverythingMixed, Message: "purge_everything must be the only field"}})
 		return
 	}
@@ -237,9 +294,12 @@ func (s *server) cloudflare(w http.ResponseWriter, r *http.Request) {
 	}
 	b.Zone = zone.ID
 	b.Soft = strings.HasSuffix(r.URL.Path, "/invalidate_cache")
-	if r.Header.Get("Idempotency-Key") != "" {
-		b.IdempotencyKey = r.Header.Get("Idempotency-Key")
+	hk, err := headerKey(r)
+	if err != nil {
+		writeCloudflareError(w, http.StatusBadRequest, err.Error(), nil)
+		return
 	}
+	b.IdempotencyKey = hk
 	pr, bad := b.request()
 	rc, status, bad, err := s.enqueue(r.Context(), pr, bad)
 	if err != nil {
@@ -276,7 +336,38 @@ func writeCloudflareErrors(w http.ResponseWriter, status int, errs []purge.APIEr
 	purge.WriteJSON(w, status, purge.Envelope{Success: false, Errors: errs, Messages: []purge.APIError{}})
 }
 
-// accessLog gives every request an id (X-Request-Id) and logs it once done.
+// logFields is what a handler tells the access log about the purge request
+// an HTTP request concerned.
+type logFields struct {
+	request   string   // the purge request's id
+	zones     []string // its zones: ids once built, else as named
+	items     int      // its items (-1: none known)
+	duplicate bool     // an idempotency key seen before
+}
+
+type logFieldsKey struct{}
+
+// note updates the access log's fields of the request ctx belongs to.
+func note(ctx context.Context, set func(*logFields)) {
+	if f, ok := ctx.Value(logFieldsKey{}).(*logFields); ok {
+		set(f)
+	}
+}
+
+// noteBody notes a decoded body: the zone it names and its item count,
+// until the request built from it says better.
+func noteBody(ctx context.Context, b *body) {
+	note(ctx, func(f *logFields) {
+		if b.Zone != "" {
+			f.zones = []string{b.Zone}
+		}
+		f.items = b.items()
+	})
+}
+
+// accessLog gives every request an id (X-Request-Id) and logs it once done,
+// with the purge request's id ("request"), zones and item count when the
+// handler noted them.
 func (s *server) accessLog(next http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		start := time.Now()
@@ -288,9 +379,22 @@ func (s *server) accessLog(next http.Handler) http.Handler {
 		}
 		w.Header().Set("X-Request-Id", id)
 		rec := &statusRecorder{ResponseWriter: w, status: http.StatusOK}
-		next.ServeHTTP(rec, r)
-		s.Log.Info().Str("http_request", id).Str("method", r.Method).Str("path", r.URL.Path).Int("status", rec.status).
-			Int64("bytes_in", r.ContentLength).Dur("took", time.Since(start)).Str("remote", r.RemoteAddr).Msg("request")
+		f := &logFields{items: -1}
+		next.ServeHTTP(rec, r.WithContext(context.WithValue(r.Context(), logFieldsKey{}, f)))
+		ev := s.Log.Info().Str("http_request", id).Str("method", r.Method).Str("path", r.URL.Path).Int("status", rec.status)
+		if f.request != "" {
+			ev = ev.Str("request", f.request)
+		}
+		if len(f.zones) > 0 {
+			ev = ev.Strs("zones", f.zones)
+		}
+		if f.items >= 0 {
+			ev = ev.Int("items", f.items)
+		}
+		if f.duplicate {
+			ev = ev.Bool("duplicate", true)
+		}
+		ev.Int64("bytes_in", r.ContentLength).Dur("took", time.Since(start)).Str("remote", r.RemoteAddr).Msg("request")
 	})
 }
 
