@@ -81,7 +81,7 @@ func TestIntake(t *testing.T) {
 		t.Errorf("wrong token: %d", code)
 	}
 	code, out, h := call(t, "POST", base+"/v1/purge", intakeToken,
-		`{"files":["https://example.com/a?x=1&y=2",{"url":"https://example.com/m","headers":{"CF-Device-Type":"mobile"}}],"tags":["T1"],"hosts":["www.example.com"],"prefixes":["example.com/blog/"],"zone":"example.com"}`)
+		`{"files":["https://example.com/a?x=1&y=2",{"url":"https://example.com/m","headers":{"CF-Device-Type":"mobile"}}],"tags":["T1"],"hosts":["www.example.com"],"prefixes":["example.com/blog/"],"zone":"example.com","source":"cms post 4711"}`)
 	if code != 202 || out["items"] != 5.0 || h.Get("X-Request-Id") == "" {
 		t.Fatalf("accepted: %d %v", code, out)
 	}
@@ -90,7 +90,7 @@ func TestIntake(t *testing.T) {
 		t.Errorf("a host outside the named zone: %d %v", code, bad)
 	}
 	code, st, _ := call(t, "GET", base+"/v1/purge/"+id, intakeToken, "")
-	if code != 200 || st["state"] != "queued" || st["total"] != 5.0 {
+	if code != 200 || st["state"] != "queued" || st["total"] != 5.0 || st["producer"] != "intake" || st["source"] != "cms post 4711" {
 		t.Errorf("status: %d %v", code, st)
 	}
 	if code, _, _ := call(t, "GET", base+"/v1/purge/nope", intakeToken, ""); code != 404 {

@@ -109,6 +109,9 @@ type body struct {
 	PurgeEverything *bool             `json:"purge_everything"`
 	IdempotencyKey  string            `json:"idempotency_key"`
 	Soft            bool              `json:"soft"`
+	// Source says who or what asks (a CMS post, an editor), recorded with
+	// the request.
+	Source string `json:"source"`
 }
 
 // decode reads a body within the size limit. The returned status is 413 for
@@ -139,7 +142,7 @@ func parseBody(r io.Reader, maxBody int64) (*body, int, error) {
 // or {url, headers} objects.
 func (b *body) request() (tasks.PurgeRequest, []purge.Invalid) {
 	pr := tasks.PurgeRequest{Zone: b.Zone, Tags: b.Tags, Hosts: b.Hosts, Prefixes: b.Prefixes,
-		IdempotencyKey: b.IdempotencyKey, Soft: b.Soft}
+		IdempotencyKey: b.IdempotencyKey, Soft: b.Soft, Producer: "intake", Source: b.Source}
 	var bad []purge.Invalid
 	for _, raw := range b.Files {
 		var f purge.File
@@ -154,7 +157,7 @@ func (b *body) request() (tasks.PurgeRequest, []purge.Invalid) {
 		}
 		pr.Files = append(pr.Files, f)
 	}
-	// false (as in CONTRACT's example body) is the same as leaving it out.
+	// false (as in the documented example body) is the same as leaving it out.
 	pr.Everything = b.everything()
 	return pr, bad
 }
