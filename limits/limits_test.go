@@ -425,3 +425,28 @@ func BenchmarkAcquire(b *testing.B) {
 	})
 	b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "acquires/s")
 }
+
+// TestProducerWindows: a producer's items per window are shared by every
+// intake process; beyond them, the wait until enough has left the window.
+func TestProducerWindows(t *testing.T) {
+	ctx := context.Background()
+	a, b := limits.NewProducerWindows(testredis.Connect(t)), limits.NewProducerWindows(testredis.Connect(t))
+	r := rate.Per(10, time.Second)
+	name := scopeName(t)
+	if ok, _, err := a.Take(ctx, name, 6, r); !ok || err != nil {
+		t.Fatalf("6 of 10: %v, %v", ok, err)
+	}
+	ok, wait, err := b.Take(ctx, name, 5, r)
+	if ok || err != nil || wait <= 0 || wait > time.Second {
+		t.Errorf("5 more through another process: ok %v, wait %v, %v; want refused for at most 1s", ok, wait, err)
+	}
+	if ok, _, err := b.Take(ctx, name, 4, r); !ok || err != nil {
+		t.Errorf("4 more: %v, %v", ok, err)
+	}
+	if ok, _, err := a.Take(ctx, "other-"+name, 10, r); !ok || err != nil {
+		t.Errorf("another producer's window: %v, %v", ok, err)
+	}
+	if _, _, err := a.Take(ctx, name, 11, r); err == nil {
+		t.Error("a request larger than the rate was not refused outright")
+	}
+}

@@ -16,14 +16,20 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"maps"
+	"math"
 	"net/http"
 	"slices"
+	"strconv"
 	"strings"
 	"time"
 
 	"github.com/rs/zerolog"
 
 	"github.com/purgeq/purgeq/batching"
+	"github.com/purgeq/purgeq/internal/config"
+	"github.com/purgeq/purgeq/limits"
+	"github.com/purgeq/purgeq/limits/rate"
 	"github.com/purgeq/purgeq/purge"
 	"github.com/purgeq/purgeq/tasks"
 )
@@ -35,11 +41,22 @@ type Queue interface {
 	Status(ctx context.Context, id string) (batching.Status, error)
 }
 
+// Windows bound each producer's items per window (limits.ProducerWindows).
+type Windows interface {
+	Take(ctx context.Context, producer string, n int, r rate.Rate) (bool, time.Duration, error)
+}
+
 // Options configure the intake.
 type Options struct {
 	Queue Queue
-	// Tokens are the accepted bearer tokens (PURGE_INTAKE_TOKENS).
+	// Producers are the callers and what each may do (config.Producers:
+	// PURGE_CONFIG_FILE's and PURGE_INTAKE_TOKENS').
+	Producers []config.Producer
+	// Tokens are accepted bearer tokens with every right, as producers of
+	// PURGE_INTAKE_TOKENS are (for programs that build Options by hand).
 	Tokens []string
+	// Windows keeps the producers' rates; nil: rates are not enforced.
+	Windows Windows
 	// Zones are the configured zones: the Cloudflare-compatible endpoint
 	// accepts only their ids.
 	Zones tasks.Zones
@@ -50,17 +67,24 @@ type Options struct {
 
 type server struct {
 	Options
-	tokens [][32]byte
+	tokens    [][32]byte // tokens[i] is producers[i]'s, hashed
+	producers []config.Producer
 }
 
 // Handler returns the intake's HTTP handler.
 func Handler(o Options) http.Handler {
 	s := &server{Options: o}
-	for _, t := range o.Tokens {
+	producers := slices.Clone(o.Producers)
+	for i, t := range o.Tokens {
+		producers = append(producers, config.Producer{Name: fmt.Sprintf("intake-%d", i+1), Token: t,
+			Kinds: slices.Clone(purge.Kinds[:4]), Everything: true, Priority: "normal", Legacy: true})
+	}
+	for _, p := range producers {
 		// config.Load refuses empty tokens; an empty one that got here
 		// anyway must never match.
-		if t = strings.TrimSpace(t); t != "" {
+		if t := strings.TrimSpace(p.Token); t != "" {
 			s.tokens = append(s.tokens, sha256.Sum256([]byte(t)))
+			s.producers = append(s.producers, p)
 		}
 	}
 	mux := http.NewServeMux()
@@ -86,16 +110,18 @@ func (s *server) auth(next http.Handler, fail func(http.ResponseWriter, int, str
 		}
 		given = strings.TrimSpace(given)
 		sum := sha256.Sum256([]byte(given))
-		match := 0
-		for _, t := range s.tokens {
-			match |= subtle.ConstantTimeCompare(sum[:], t[:])
+		found := -1
+		for i, t := range s.tokens {
+			if subtle.ConstantTimeCompare(sum[:], t[:]) == 1 {
+				found = i
+			}
 		}
-		if given == "" || match != 1 {
+		if given == "" || found < 0 {
 			w.Header().Set("WWW-Authenticate", `Bearer realm="purgeq"`)
 			fail(w, http.StatusUnauthorized, "missing or unknown bearer token", nil)
 			return
 		}
-		next.ServeHTTP(w, r)
+		next.ServeHTTP(w, r.WithContext(context.WithValue(r.Context(), producerKey{}, s.producers[found])))
 	})
 }
 
@@ -142,7 +168,7 @@ func parseBody(r io.Reader, maxBody int64) (*body, int, error) {
 // or {url, headers} objects.
 func (b *body) request() (tasks.PurgeRequest, []purge.Invalid) {
 	pr := tasks.PurgeRequest{Zone: b.Zone, Tags: b.Tags, Hosts: b.Hosts, Prefixes: b.Prefixes,
-		IdempotencyKey: b.IdempotencyKey, Soft: b.Soft, Producer: "intake", Source: b.Source}
+		IdempotencyKey: b.IdempotencyKey, Soft: b.Soft, Source: b.Source}
 	var bad []purge.Invalid
 	for _, raw := range b.Files {
 		var f purge.File
@@ -192,6 +218,86 @@ func headerKey(r *http.Request) (string, error) {
 	return key, nil
 }
 
+// producerKey holds the authenticated producer in a request's context.
+type producerKey struct{}
+
+func producerOf(ctx context.Context) config.Producer {
+	p, _ := ctx.Value(producerKey{}).(config.Producer)
+	return p
+}
+
+// answer is a refusal with the status it takes.
+type answer struct {
+	status int
+	err    error
+}
+
+// allowed checks what the producer may do: its zones, its kinds and
+// purge-everything (403 naming what it may not), then its rate (429 with
+// how long to wait).
+func (s *server) allowed(ctx context.Context, p config.Producer, req *tasks.Request) (*answer, time.Duration) {
+	var denied []string
+	for _, zone := range slices.Sorted(maps.Keys(req.Zones)) {
+		if !p.MayZone(zone) {
+			denied = append(denied, "zone "+s.zoneName(zone))
+			continue
+		}
+		for _, k := range purge.Kinds {
+			if len(req.Zones[zone][k]) > 0 && !p.MayKind(k) {
+				what := "kind " + string(k)
+				if k == purge.Everything {
+					what = "purge everything"
+				}
+				denied = append(denied, what+" in "+s.zoneName(zone))
+			}
+		}
+	}
+	if len(denied) > 0 {
+		return &answer{http.StatusForbidden, fmt.Errorf("producer %s may not purge: %s", p.Name, strings.Join(denied, ", "))}, 0
+	}
+	if p.Rate.IsZero() || s.Windows == nil {
+		return nil, 0
+	}
+	ok, wait, err := s.Windows.Take(ctx, p.Name, req.Total(), p.Rate)
+	switch {
+	case errors.Is(err, limits.ErrLargerThanRate):
+		return &answer{http.StatusTooManyRequests, fmt.Errorf("producer %s: %v: split the request", p.Name, err)}, p.Rate.Per
+	case err != nil:
+		s.Log.Error().Err(err).Msg("producer rate")
+		return &answer{http.StatusServiceUnavailable, errors.New("the queue cannot take requests now (nothing was queued); retry later")}, 0
+	case !ok:
+		return &answer{http.StatusTooManyRequests, fmt.Errorf("producer %s is over its rate of %s items; nothing was queued", p.Name, p.Rate)}, wait
+	}
+	return nil, 0
+}
+
+// attribute records the producer on its request, and keeps its
+// idempotency keys its own (those of PURGE_INTAKE_TOKENS stay shared with
+// the CLI, as they were before named producers).
+func attribute(ctx context.Context, pr *tasks.PurgeRequest) {
+	p := producerOf(ctx)
+	pr.Producer = p.Name
+	if !p.Legacy && pr.IdempotencyKey != "" {
+		pr.IdempotencyKey = p.Name + "\x00" + pr.IdempotencyKey
+	}
+	note(ctx, func(f *logFields) { f.producer = p.Name })
+}
+
+// retryAfter sets Retry-After for an answer the producer's rate refused.
+func retryAfter(ctx context.Context, w http.ResponseWriter, status int) {
+	if f, ok := ctx.Value(logFieldsKey{}).(*logFields); ok && status == http.StatusTooManyRequests && f.retryAfter > 0 {
+		w.Header().Set("Retry-After", strconv.Itoa(int(math.Ceil(f.retryAfter.Seconds()))))
+	}
+}
+
+// zoneName names a zone id for messages.
+func (s *server) zoneName(id string) string {
+	if z, ok := s.Zones.Lookup(id); ok && z.Name != "" {
+		return z.Name
+	}
+	return id
+}
+
 // enqueue validates and queues: nothing is queued unless all of it is.
 // Whatever the outcome, it notes for the access log the purge request's
 // id (once built), its zones and its item count.
@@ -214,6 +320,12 @@ func (s *server) enqueue(ctx context.Context, pr tasks.PurgeRequest, bad []purge
 	}
 	if len(bad) > 0 {
 		return tasks.Receipt{}, http.StatusBadRequest, bad, fmt.Errorf("%d invalid item(s), nothing queued", len(bad))
+	}
+	if a, wait := s.allowed(ctx, producerOf(ctx), req); a != nil {
+		if wait > 0 {
+			note(ctx, func(f *logFields) { f.retryAfter = wait })
+		}
+		return tasks.Receipt{}, a.status, nil, a.err
 	}
 	rc, err := s.Queue.EnqueueBuilt(ctx, req)
 	note(ctx, func(f *logFields) { f.duplicate = rc.Duplicate })
@@ -250,8 +362,10 @@ func (s *server) purge(w http.ResponseWriter, r *http.Request) {
 		b.IdempotencyKey = hk
 	}
 	pr, bad := b.request()
+	attribute(r.Context(), &pr)
 	rc, status, bad, err := s.enqueue(r.Context(), pr, bad)
 	if err != nil {
+		retryAfter(r.Context(), w, status)
 		writeError(w, status, err.Error(), bad)
 		return
 	}
@@ -304,8 +418,10 @@ func (s *server) cloudflare(w http.ResponseWriter, r *http.Request) {
 	}
 	b.IdempotencyKey = hk
 	pr, bad := b.request()
+	attribute(r.Context(), &pr)
 	rc, status, bad, err := s.enqueue(r.Context(), pr, bad)
 	if err != nil {
+		retryAfter(r.Context(), w, status)
 		writeCloudflareError(w, status, err.Error(), bad)
 		return
 	}
@@ -342,10 +458,12 @@ func writeCloudflareErrors(w http.ResponseWriter, status int, errs []purge.APIEr
 // logFields is what a handler tells the access log about the purge request
 // an HTTP request concerned.
 type logFields struct {
-	request   string   // the purge request's id
-	zones     []string // its zones: ids once built, else as named
-	items     int      // its items (-1: none known)
-	duplicate bool     // an idempotency key seen before
+	request    string        // the purge request's id
+	zones      []string      // its zones: ids once built, else as named
+	items      int           // its items (-1: none known)
+	duplicate  bool          // an idempotency key seen before
+	producer   string        // who asked
+	retryAfter time.Duration // for a 429: how long to wait
 }
 
 type logFieldsKey struct{}
@@ -396,6 +514,9 @@ func (s *server) accessLog(next http.Handler) http.Handler {
 		}
 		if f.duplicate {
 			ev = ev.Bool("duplicate", true)
+		}
+		if f.producer != "" {
+			ev = ev.Str("producer", f.producer)
 		}
 		ev.Int64("bytes_in", r.ContentLength).Dur("took", time.Since(start)).Str("remote", r.RemoteAddr).Msg("request")
 	})
