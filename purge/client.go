@@ -79,7 +79,9 @@ type ClientConfig struct {
 }
 
 // Client calls Cloudflare's purge endpoints. It never retries: that is the
-// queue's job, and it needs every outcome classified, not hidden.
+// queue's job, and it needs every outcome classified, not hidden. Nor does
+// it follow redirects: a 3xx is Misconfigured, and the token goes to the
+// base URL's host only.
 type Client struct {
 	base      string
 	auth      string
@@ -105,7 +107,11 @@ func NewClient(cfg ClientConfig) (*Client, error) {
 		base:      strings.TrimSuffix(cfg.BaseURL, "/"),
 		auth:      "Bearer " + cfg.Token,
 		userAgent: cfg.UserAgent,
-		http:      &http.Client{Timeout: cfg.Timeout, Transport: cfg.Transport},
+		// No redirect is followed: the token would go along to wherever it
+		// points, and a purge is never redirected by Cloudflare; a 3xx is
+		// an outcome (Classify: Misconfigured).
+		http: &http.Client{Timeout: cfg.Timeout, Transport: cfg.Transport,
+			CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }},
 	}, nil
 }
 
@@ -171,6 +177,16 @@ func Classify(status int, h http.Header, body []byte, b Batch) (Accepted, error)
 		}
 		return Accepted{ID: env.Result.ID}, nil
 	}
+	if status >= 300 && status < 400 {
+		// Cloudflare's API never redirects a purge, and the client follows
+		// no redirect (the token would go along): the base URL is wrong
+		// (http:// answered by an upgrade to https://, a moved path, a
+		// proxy's login page). Retrying meets the same redirect.
+		e.Class = Misconfigured
+		e.Code = 0
+		e.Message = "the API answered with a redirect" + redirectTarget(h) + ", which is not followed: check PURGE_CLOUDFLARE_API_URL"
+		return Accepted{}, e
+	}
 	if scope, limit := rateLimitScope(status, env.Errors, b.Kind); scope != "" {
 		e.Class = RateLimited
 		e.Scope = scope
@@ -210,6 +226,19 @@ func Classify(status int, h http.Header, body []byte, b Batch) (Accepted, error)
 	e.Class = Permanent
 	e.Items = namedItems(env.Errors, b)
 	return Accepted{}, e
+}
+
+// redirectTarget names where a redirect pointed, scheme and host only
+// (the path holds the zone id, which belongs in log fields), or "".
+func redirectTarget(h http.Header) string {
+	u, err := url.Parse(h.Get("Location"))
+	if err != nil || u.Host == "" {
+		return ""
+	}
+	if u.Scheme == "" {
+		return " to " + u.Host
+	}
+	return " to " + u.Scheme + "://" + u.Host
 }
 
 // rateLimitScope says which limit a response hit, and the error that said

@@ -136,6 +136,12 @@ func TestClassify(t *testing.T) {
 		{"1114", 400, nil, env(1114, "host too long"), purge.Batch{Kind: purge.Hosts, Items: []string{"h.example"}}, purge.Permanent, "", 0, 1114, nil},
 		{"400 with non-JSON body", 400, nil, `bad request`, files, purge.Transient, "", 0, 0, nil},
 
+		// A redirect is never followed: the base URL is wrong.
+		{"301 to https", 301, h("Location", "https://api.example/client/v4/zones/z/purge_cache"), `<html>Moved</html>`, files, purge.Misconfigured, "", 0, 0, nil},
+		{"302 without Location", 302, nil, ``, tags, purge.Misconfigured, "", 0, 0, nil},
+		{"307 with an envelope", 307, nil, env(1015, "Unable to purge https://a.example/bad"), files, purge.Misconfigured, "", 0, 0, nil},
+		{"308 with a rate-limit code", 308, nil, env(971, "Please wait"), tags, purge.Misconfigured, "", 0, 0, nil},
+
 		// Only the item Cloudflare names, compared exactly, is at fault.
 		{"1015 names only the exact url", 400, nil, env(1015, "Unable to purge https://a.example/blog/x"), blog, purge.Permanent, "", 0, 1015, []string{"https://a.example/blog/x"}},
 		{"1015 names a url with headers", 400, nil, env(1015, "Unable to purge https://a.example/blog/x"), purge.Batch{Kind: purge.Files, Items: []string{"https://a.example/blog", withHeaders}}, purge.Permanent, "", 0, 1015, []string{withHeaders}},
@@ -181,6 +187,43 @@ func TestClassify(t *testing.T) {
 					pe.Class, pe.Scope, pe.RetryAfter, pe.Code, pe.Items, tt.class, tt.scope, tt.retryAfter, tt.code, tt.items)
 			}
 		})
+	}
+}
+
+// TestRedirectNotFollowed: a redirecting API is Misconfigured, with a
+// message naming PURGE_CLOUDFLARE_API_URL and where it pointed, and the
+// request (with its token) never reaches the redirect's target.
+func TestRedirectNotFollowed(t *testing.T) {
+	reached := make(chan string, 10)
+	target := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		reached <- r.Header.Get("Authorization")
+		io.WriteString(w, `{"success":true,"errors":[],"messages":[],"result":{"id":"stolen"}}`)
+	}))
+	defer target.Close()
+	for _, status := range []int{301, 302, 303, 307, 308} {
+		redirector := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			http.Redirect(w, r, target.URL+r.URL.Path, status)
+		}))
+		c, err := purge.NewClient(purge.ClientConfig{BaseURL: redirector.URL, Token: token})
+		if err != nil {
+			t.Fatal(err)
+		}
+		acc, err := c.Purge(context.Background(), zone, purge.Batch{Kind: purge.Tags, Items: []string{"t"}})
+		redirector.Close()
+		var pe *purge.Error
+		if !errors.As(err, &pe) || pe.Class != purge.Misconfigured || pe.Status != status || acc.ID != "" {
+			t.Errorf("%d: %+v, %v; want Misconfigured", status, acc, err)
+			continue
+		}
+		if msg := err.Error(); !strings.Contains(msg, "PURGE_CLOUDFLARE_API_URL") || !strings.Contains(msg, target.URL) ||
+			strings.Contains(msg, zone) || strings.Contains(msg, token) {
+			t.Errorf("%d: message %q: want PURGE_CLOUDFLARE_API_URL and %s, neither the zone nor the token", status, msg, target.URL)
+		}
+	}
+	select {
+	case auth := <-reached:
+		t.Errorf("a redirect was followed (Authorization %q reached the target)", auth)
+	default:
 	}
 }
 

@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"io"
 	"net"
+	"net/url"
 	"os"
 	"strings"
 	"text/tabwriter"
@@ -29,7 +30,7 @@ const Prefix = "PURGE"
 type Config struct {
 	RedisURL string `envconfig:"REDIS_URL" default:"redis://127.0.0.1:6379/0" desc:"Redis; rediss:// for TLS, user and password in the URL; a Redis Cluster as redis://node1:6379?addr=node2:6379&addr=node3:6379; Sentinels as redis://sentinel1:26379?addr=sentinel2:26379&master_name=mymaster"`
 
-	APIURL       string        `envconfig:"CLOUDFLARE_API_URL" default:"https://api.cloudflare.com/client/v4" desc:"Cloudflare API base URL"`
+	APIURL       string        `envconfig:"CLOUDFLARE_API_URL" default:"https://api.cloudflare.com/client/v4" desc:"Cloudflare API base URL: https, or plain http to a loopback host only (tests, the simulator); redirects are not followed"`
 	APIToken     string        `envconfig:"CLOUDFLARE_API_TOKEN" desc:"API token with Cache Purge permission (worker only; never logged)"`
 	APITokenFile string        `envconfig:"CLOUDFLARE_API_TOKEN_FILE" desc:"read the API token from this file instead (container secrets)"`
 	APITimeout   time.Duration `envconfig:"CLOUDFLARE_API_TIMEOUT" default:"30s" desc:"bound on one API call, response included"`
@@ -65,6 +66,7 @@ type Config struct {
 	RequestRetention time.Duration `envconfig:"REQUEST_RETENTION" default:"24h" desc:"how long a finished request's status and idempotency key are kept"`
 
 	HTTPAddr         string   `envconfig:"HTTP_ADDR" default:"127.0.0.1:8080" desc:"worker's HTTP side: UI, metrics, health"`
+	MetricsAddr      string   `envconfig:"METRICS_ADDR" desc:"serve /metrics, /healthz and /readyz on this address, without the UI's credentials; /metrics then leaves PURGE_HTTP_ADDR, health stays on both (default: metrics on PURGE_HTTP_ADDR)"`
 	UIUser           string   `envconfig:"UI_USER" desc:"basic auth user for the UI"`
 	UIPassword       string   `envconfig:"UI_PASSWORD" desc:"basic auth password for the UI (never logged)"`
 	UIPasswordFile   string   `envconfig:"UI_PASSWORD_FILE" desc:"read the UI password from this file instead"`
@@ -238,8 +240,8 @@ func (c *Config) CheckWorker() error {
 	if len(c.Zones) == 0 {
 		errs = append(errs, errors.New("PURGE_ZONES is not set: want example.com=<zone id>,…"))
 	}
-	if !strings.HasPrefix(c.APIURL, "http://") && !strings.HasPrefix(c.APIURL, "https://") {
-		errs = append(errs, fmt.Errorf("PURGE_CLOUDFLARE_API_URL %q: want an http(s) URL", c.APIURL))
+	if err := checkAPIURL(c.APIURL); err != nil {
+		errs = append(errs, err)
 	}
 	if _, err := purge.PlanByName(c.Plan); err == nil {
 		p := c.ResolvedPlan()
@@ -250,7 +252,37 @@ func (c *Config) CheckWorker() error {
 	if err := c.checkUIExposure(); err != nil {
 		errs = append(errs, err)
 	}
+	if c.MetricsAddr != "" {
+		if _, _, err := net.SplitHostPort(c.MetricsAddr); err != nil {
+			errs = append(errs, fmt.Errorf("PURGE_METRICS_ADDR %q: %v", c.MetricsAddr, err))
+		} else if c.MetricsAddr == c.HTTPAddr {
+			errs = append(errs, fmt.Errorf("PURGE_METRICS_ADDR %q is PURGE_HTTP_ADDR too: leave it empty to serve metrics there, or pick another address", c.MetricsAddr))
+		}
+	}
 	return errors.Join(errs...)
+}
+
+// checkAPIURL wants an http(s) URL with a host; plain http only to a
+// loopback host (the tests' and the dev simulator's http://127.0.0.1:port),
+// since every call carries the API token.
+func checkAPIURL(raw string) error {
+	u, err := url.Parse(raw)
+	if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
+		return fmt.Errorf("PURGE_CLOUDFLARE_API_URL %q: want an http(s) URL", redact(raw))
+	}
+	if u.Scheme == "https" || isLoopback(u.Hostname()) {
+		return nil
+	}
+	return fmt.Errorf("PURGE_CLOUDFLARE_API_URL %q: plain http is allowed to a loopback host only (127.0.0.0/8, ::1, localhost), since the API token would cross the network in clear: use https://", redact(raw))
+}
+
+// isLoopback: localhost, or an address in 127.0.0.0/8 or ::1.
+func isLoopback(host string) bool {
+	if strings.EqualFold(host, "localhost") {
+		return true
+	}
+	ip := net.ParseIP(host)
+	return ip != nil && ip.IsLoopback()
 }
 
 // checkUIExposure refuses an unauthenticated UI on a non-loopback address.
@@ -262,7 +294,7 @@ func (c *Config) checkUIExposure() error {
 	if err != nil {
 		return fmt.Errorf("PURGE_HTTP_ADDR %q: %v", c.HTTPAddr, err)
 	}
-	if ip := net.ParseIP(host); host == "localhost" || ip != nil && ip.IsLoopback() {
+	if isLoopback(host) {
 		return nil
 	}
 	return fmt.Errorf("PURGE_HTTP_ADDR %q is not a loopback address: set PURGE_UI_USER and PURGE_UI_PASSWORD, or listen on 127.0.0.1", c.HTTPAddr)

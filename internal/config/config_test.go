@@ -243,3 +243,96 @@ func hasBlank(tokens []string) bool {
 	}
 	return false
 }
+
+// TestAPIURLPlainHTTPOnlyToLoopback: the worker refuses a plain-http API URL
+// to any host but a loopback one (the token would cross the network in
+// clear), naming the variable, alongside every other problem.
+func TestAPIURLPlainHTTPOnlyToLoopback(t *testing.T) {
+	base := map[string]string{"PURGE_CLOUDFLARE_API_TOKEN": "tok", "PURGE_ZONES": "a.example=za"}
+	for _, tc := range []struct {
+		url string
+		ok  bool
+	}{
+		{"https://api.cloudflare.com/client/v4", true},
+		{"https://10.0.0.5:8443/client/v4", true},
+		{"http://127.0.0.1:41234", true},
+		{"http://127.8.9.10:80/client/v4", true},
+		{"http://[::1]:8080", true},
+		{"http://localhost:8080/client/v4", true},
+		{"http://LocalHost:8080", true},
+		{"http://api.cloudflare.com/client/v4", false},
+		{"http://10.0.0.5:8080", false},
+		{"http://[::2]:8080", false},
+		{"http://localhost.evil.example/", false},
+		{"http://128.0.0.1/", false},
+		{"http://user:s3cret@api.example/", false},
+		{"ftp://api.cloudflare.com/", false},
+		{"https://", false},
+	} {
+		env := map[string]string{"PURGE_CLOUDFLARE_API_URL": tc.url}
+		for k, v := range base {
+			env[k] = v
+		}
+		setenv(t, env)
+		c, err := Load()
+		if err != nil {
+			t.Fatalf("%s: Load: %v", tc.url, err)
+		}
+		err = c.CheckWorker()
+		if tc.ok && err != nil {
+			t.Errorf("%s refused: %v", tc.url, err)
+		}
+		if !tc.ok && (err == nil || !strings.Contains(err.Error(), "PURGE_CLOUDFLARE_API_URL")) {
+			t.Errorf("%s accepted (or the error does not name the variable): %v", tc.url, err)
+		}
+		if err != nil && strings.Contains(err.Error(), "s3cret") {
+			t.Errorf("%s: the error leaks a password: %v", tc.url, err)
+		}
+	}
+	// with every other problem at once
+	setenv(t, map[string]string{"PURGE_CLOUDFLARE_API_URL": "http://api.example/client/v4", "PURGE_HTTP_ADDR": "0.0.0.0:8080"})
+	c, err := Load()
+	if err != nil {
+		t.Fatal(err)
+	}
+	err = c.CheckWorker()
+	for _, want := range []string{"PURGE_CLOUDFLARE_API_URL \"http://api.example/client/v4\": plain http", "PURGE_CLOUDFLARE_API_TOKEN", "PURGE_ZONES", "PURGE_UI_USER"} {
+		if err == nil || !strings.Contains(err.Error(), want) {
+			t.Errorf("error %v does not mention %q", err, want)
+		}
+	}
+}
+
+// TestMetricsAddr: PURGE_METRICS_ADDR is empty by default (metrics on
+// PURGE_HTTP_ADDR), needs no UI credentials on a non-loopback address, and
+// must be a host:port other than PURGE_HTTP_ADDR.
+func TestMetricsAddr(t *testing.T) {
+	base := map[string]string{"PURGE_CLOUDFLARE_API_TOKEN": "tok", "PURGE_ZONES": "a.example=za"}
+	check := func(extra map[string]string) (*Config, error) {
+		t.Helper()
+		env := map[string]string{}
+		for k, v := range base {
+			env[k] = v
+		}
+		for k, v := range extra {
+			env[k] = v
+		}
+		setenv(t, env)
+		c, err := Load()
+		if err != nil {
+			t.Fatal(err)
+		}
+		return c, c.CheckWorker()
+	}
+	if c, err := check(nil); err != nil || c.MetricsAddr != "" {
+		t.Errorf("default: %q, %v", c.MetricsAddr, err)
+	}
+	if c, err := check(map[string]string{"PURGE_METRICS_ADDR": "0.0.0.0:9090"}); err != nil || c.MetricsAddr != "0.0.0.0:9090" {
+		t.Errorf("a non-loopback metrics address without UI credentials: %q, %v", c.MetricsAddr, err)
+	}
+	for addr, want := range map[string]string{"9090": "PURGE_METRICS_ADDR \"9090\"", "127.0.0.1:8080": "is PURGE_HTTP_ADDR too"} {
+		if _, err := check(map[string]string{"PURGE_METRICS_ADDR": addr}); err == nil || !strings.Contains(err.Error(), want) {
+			t.Errorf("PURGE_METRICS_ADDR=%s: %v, want %q", addr, err, want)
+		}
+	}
+}

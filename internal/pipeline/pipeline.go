@@ -429,9 +429,11 @@ func all(n int) []int {
 
 // configAdvice says what an operator must fix.
 func configAdvice(pe *purge.Error, zone string) string {
-	switch pe.Code {
-	case purge.CodeNoRoute, purge.CodeNoRouteMethod:
+	switch {
+	case pe.Code == purge.CodeNoRoute || pe.Code == purge.CodeNoRouteMethod:
 		return fmt.Sprintf("Cloudflare does not know zone id %s (code %d): fix PURGE_ZONES, then run `enqueue dlq retry --all`", zone, pe.Code)
+	case pe.Status >= 300 && pe.Status < 400:
+		return pe.Message + ", then run `enqueue dlq retry --all`"
 	}
 	return fmt.Sprintf("Cloudflare refused the API token for zone %s (HTTP %d, code %d): check that PURGE_CLOUDFLARE_API_TOKEN is valid and has the Cache Purge permission on that zone, then run `enqueue dlq retry --all`", zone, pe.Status, pe.Code)
 }

@@ -1,6 +1,8 @@
 // Package web is the worker's HTTP side: the asynq web UI (asynqmon) at
-// /monitoring/ behind basic auth, Prometheus metrics at /metrics, and
-// /healthz (alive) and /readyz (Redis reachable).
+// /monitoring/ behind basic auth and refusing cross-site changes,
+// Prometheus metrics at /metrics, and /healthz (alive) and /readyz (Redis
+// reachable). Metrics and health may also be served on an address of their
+// own (OpsHandler, PURGE_METRICS_ADDR), without the UI's credentials.
 package web
 
 import (
@@ -30,8 +32,11 @@ type Options struct {
 	User, Password string
 	// ReadOnly hides the UI's buttons that change tasks.
 	ReadOnly bool
-	Gatherer prometheus.Gatherer
-	Redis    redis.UniversalClient
+	// MetricsElsewhere leaves /metrics out of Handler: OpsHandler serves it
+	// on its own address (PURGE_METRICS_ADDR). Health stays on both.
+	MetricsElsewhere bool
+	Gatherer         prometheus.Gatherer
+	Redis            redis.UniversalClient
 }
 
 // Handler serves the worker's HTTP side. Close the returned closer on shutdown.
@@ -47,8 +52,32 @@ func Handler(o Options) (http.Handler, func() error, error) {
 	if o.User != "" && o.Password != "" {
 		uiHandler = basicAuth(ui, o.User, o.Password)
 	}
-	mux.Handle(UIPath+"/", uiHandler)
-	mux.Handle("GET /metrics", promhttp.HandlerFor(o.Gatherer, promhttp.HandlerOpts{}))
+	// Outermost, so that it holds whether or not basic auth is configured
+	// (a browser sends cached credentials along with a forged request, and
+	// an unauthenticated UI on 127.0.0.1 is reachable from any page).
+	mux.Handle(UIPath+"/", SameOrigin(uiHandler))
+	if !o.MetricsElsewhere {
+		mux.Handle("GET /metrics", metricsHandler(o))
+	}
+	health(mux, o)
+	return mux, ui.Close, nil
+}
+
+// OpsHandler serves /metrics, /healthz and /readyz, without credentials,
+// for an address of their own (PURGE_METRICS_ADDR): probes and scrapers
+// need no UI credentials, and the UI need not be reachable from them.
+func OpsHandler(o Options) http.Handler {
+	mux := http.NewServeMux()
+	mux.Handle("GET /metrics", metricsHandler(o))
+	health(mux, o)
+	return mux
+}
+
+func metricsHandler(o Options) http.Handler {
+	return promhttp.HandlerFor(o.Gatherer, promhttp.HandlerOpts{})
+}
+
+func health(mux *http.ServeMux, o Options) {
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, r *http.Request) {
 		w.Write([]byte("ok\n"))
 	})
@@ -61,7 +90,21 @@ func Handler(o Options) (http.Handler, func() error, error) {
 		}
 		w.Write([]byte("ready\n"))
 	})
-	return mux, ui.Close, nil
+}
+
+// SameOrigin refuses, with 403, a state-changing request (any method but
+// GET, HEAD and OPTIONS: the UI API's pause, delete, run…) that a browser
+// marks as coming from another site, whatever credentials it carries:
+// Sec-Fetch-Site must be "same-origin" or "none" when present; without it
+// (older browsers) an Origin header, when present, must name the request's
+// Host exactly (host and port; the scheme is not compared, since behind a
+// TLS-terminating proxy the worker cannot know which one the browser used,
+// and every browser that would send a different scheme for the same host
+// also sends Sec-Fetch-Site). A request with neither header (curl, scripts)
+// is no browser's and passes on to basic auth. This is net/http's
+// CrossOriginProtection with no trusted origins and no bypass.
+func SameOrigin(next http.Handler) http.Handler {
+	return http.NewCrossOriginProtection().Handler(next)
 }
 
 // basicAuth compares credentials in constant time (hashes first, so that

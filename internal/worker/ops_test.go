@@ -10,6 +10,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/hibiken/asynq"
+
 	"github.com/purgeq/purgeq/internal/testwait"
 	"github.com/purgeq/purgeq/purge/cftest"
 	"github.com/purgeq/purgeq/tasks"
@@ -116,5 +118,103 @@ func TestHTTPSide(t *testing.T) {
 	}
 	if strings.Contains(after, token) || strings.Contains(after, "s3cret-ui") {
 		t.Error("/metrics leaks a secret")
+	}
+}
+
+// send makes a request with basic auth and extra headers.
+func send(t *testing.T, method, url string, header map[string]string) (int, string) {
+	t.Helper()
+	req, _ := http.NewRequest(method, url, nil)
+	req.SetBasicAuth("ops", "s3cret-ui")
+	for k, v := range header {
+		req.Header.Set(k, v)
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	return resp.StatusCode, string(b)
+}
+
+// TestUIRefusesCrossSite: through a running worker, the UI's API refuses a
+// cross-site change (pausing a queue) with 403 despite valid credentials,
+// and the queue stays unpaused; the same change from the UI's own origin,
+// or from no browser at all, goes through.
+func TestUIRefusesCrossSite(t *testing.T) {
+	addr := freeAddr(t)
+	e := setup(t, cftest.Config{}, map[string]string{"PURGE_HTTP_ADDR": addr, "PURGE_UI_USER": "ops", "PURGE_UI_PASSWORD": "s3cret-ui", "PURGE_BATCH_WAIT": "100ms"})
+	e.startWorker()
+	e.waitDone(20*time.Second, e.enqueue(tasks.PurgeRequest{Files: tasks.URLs("https://a.example/x")}).ID)
+	base := "http://" + addr
+	insp := asynq.NewInspectorFromRedisClient(e.rdb)
+	isPaused := func() bool {
+		info, err := insp.GetQueueInfo(tasks.QueueRequests)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return info.Paused
+	}
+	pause, resume := base+"/monitoring/api/queues/"+tasks.QueueRequests+":pause", base+"/monitoring/api/queues/"+tasks.QueueRequests+":resume"
+	for _, h := range []map[string]string{{"Sec-Fetch-Site": "cross-site"}, {"Sec-Fetch-Site": "same-site"}, {"Origin": "https://evil.example"}} {
+		if code, body := send(t, "POST", pause, h); code != http.StatusForbidden {
+			t.Errorf("cross-site pause with %v: %d %.100s, want 403", h, code, body)
+		}
+		if isPaused() {
+			t.Fatalf("a cross-site request with %v paused the queue", h)
+		}
+	}
+	for _, h := range []map[string]string{{"Sec-Fetch-Site": "same-origin", "Origin": base}, {"Origin": base}, nil} {
+		if code, body := send(t, "POST", pause, h); code/100 != 2 || !isPaused() {
+			t.Errorf("same-origin pause with %v: %d %.100s, paused %v", h, code, body, isPaused())
+		}
+		if code, _ := send(t, "POST", resume, h); code/100 != 2 || isPaused() {
+			t.Errorf("same-origin resume with %v: %d", h, code)
+		}
+	}
+}
+
+// TestMetricsOwnAddress: with PURGE_METRICS_ADDR, /metrics, /healthz and
+// /readyz answer there without credentials (the UI is not served there),
+// /metrics leaves PURGE_HTTP_ADDR, and health stays on it.
+func TestMetricsOwnAddress(t *testing.T) {
+	addr, maddr := freeAddr(t), freeAddr(t)
+	e := setup(t, cftest.Config{}, map[string]string{"PURGE_HTTP_ADDR": addr, "PURGE_METRICS_ADDR": maddr,
+		"PURGE_UI_USER": "ops", "PURGE_UI_PASSWORD": "s3cret-ui", "PURGE_BATCH_WAIT": "100ms"})
+	e.startWorker()
+	base, mbase := "http://"+addr, "http://"+maddr
+	testwait.For(t, 5*time.Second, "the metrics address", func() bool {
+		resp, err := http.Get(mbase + "/healthz")
+		if err == nil {
+			resp.Body.Close()
+		}
+		return err == nil && resp.StatusCode == 200
+	})
+	e.waitDone(20*time.Second, e.enqueue(tasks.PurgeRequest{Files: tasks.URLs("https://a.example/m")}).ID)
+
+	code, page := get(t, mbase+"/metrics", "", "")
+	if code != 200 || metric(page, `purgeq_items_purged_total{kind="files"}`) < 1 || !strings.Contains(page, "purgeq_dead_letter_entries") {
+		t.Errorf("/metrics on PURGE_METRICS_ADDR: %d %.300s", code, page)
+	}
+	if strings.Contains(page, token) || strings.Contains(page, "s3cret-ui") {
+		t.Error("/metrics leaks a secret")
+	}
+	for _, p := range []string{"/healthz", "/readyz"} {
+		if code, _ := get(t, mbase+p, "", ""); code != 200 {
+			t.Errorf("%s on PURGE_METRICS_ADDR: %d", p, code)
+		}
+		if code, _ := get(t, base+p, "", ""); code != 200 {
+			t.Errorf("%s on PURGE_HTTP_ADDR: %d", p, code)
+		}
+	}
+	if code, _ := get(t, base+"/metrics", "ops", "s3cret-ui"); code != 404 {
+		t.Errorf("/metrics still on PURGE_HTTP_ADDR: %d, want 404", code)
+	}
+	if code, _ := get(t, mbase+"/monitoring/", "ops", "s3cret-ui"); code != 404 {
+		t.Errorf("the UI on PURGE_METRICS_ADDR: %d, want 404", code)
+	}
+	if code, _ := get(t, base+"/monitoring/", "ops", "s3cret-ui"); code != 200 {
+		t.Errorf("the UI on PURGE_HTTP_ADDR: %d", code)
 	}
 }

@@ -114,32 +114,54 @@ func Run(ctx context.Context, cfg *config.Config, log zerolog.Logger) error {
 		LogLevel:                 asynq.WarnLevel,
 	})
 
-	webHandler, closeWeb, err := web.Handler(web.Options{RedisConn: connOpt, User: cfg.UIUser, Password: cfg.UIPassword,
-		ReadOnly: cfg.UIReadOnly, Gatherer: reg, Redis: rdb})
+	webOpts := web.Options{RedisConn: connOpt, User: cfg.UIUser, Password: cfg.UIPassword,
+		ReadOnly: cfg.UIReadOnly, MetricsElsewhere: cfg.MetricsAddr != "", Gatherer: reg, Redis: rdb}
+	webHandler, closeWeb, err := web.Handler(webOpts)
 	if err != nil {
 		return err
 	}
 	defer closeWeb()
-	httpSrv := &http.Server{Addr: cfg.HTTPAddr, Handler: webHandler, ReadHeaderTimeout: 10 * time.Second}
-	ln, err := net.Listen("tcp", cfg.HTTPAddr)
-	if err != nil {
-		return fmt.Errorf("PURGE_HTTP_ADDR: %w", err)
+	// The UI's listener, and with PURGE_METRICS_ADDR one for metrics and
+	// health without the UI's credentials.
+	servers := []*http.Server{{Addr: cfg.HTTPAddr, Handler: webHandler, ReadHeaderTimeout: 10 * time.Second}}
+	if cfg.MetricsAddr != "" {
+		servers = append(servers, &http.Server{Addr: cfg.MetricsAddr, Handler: web.OpsHandler(webOpts), ReadHeaderTimeout: 10 * time.Second})
+	}
+	var listeners []net.Listener
+	closeListeners := func() {
+		for _, l := range listeners {
+			l.Close()
+		}
+	}
+	for i, s := range servers {
+		ln, err := net.Listen("tcp", s.Addr)
+		if err != nil {
+			closeListeners()
+			return fmt.Errorf("%s: %w", [...]string{"PURGE_HTTP_ADDR", "PURGE_METRICS_ADDR"}[i], err)
+		}
+		listeners = append(listeners, ln)
 	}
 	if err := srv.Start(mux); err != nil {
-		ln.Close()
+		closeListeners()
 		return err
 	}
-	log.Info().Str("http", ln.Addr().String()).Str("ui", "http://"+ln.Addr().String()+web.UIPath+"/").Str("plan", plan.Name).Str("global_limit", cfg.GlobalLimit.String()).
+	ev := log.Info().Str("http", listeners[0].Addr().String()).Str("ui", "http://"+listeners[0].Addr().String()+web.UIPath+"/")
+	if len(listeners) > 1 {
+		ev = ev.Str("metrics", "http://"+listeners[1].Addr().String()+"/metrics")
+	}
+	ev.Str("plan", plan.Name).Str("global_limit", cfg.GlobalLimit.String()).
 		Int("zones", len(cfg.Zones)).Str("token", limits.Fingerprint(cfg.APIToken)).Msg("worker started")
 
 	var wg sync.WaitGroup
 	dctx, stopDispatch := context.WithCancel(context.Background())
 	wg.Go(func() { disp.Run(dctx) })
-	wg.Go(func() {
-		if err := httpSrv.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
-			log.Error().Err(err).Msg("HTTP server failed")
-		}
-	})
+	for i, s := range servers {
+		wg.Go(func() {
+			if err := s.Serve(listeners[i]); err != nil && !errors.Is(err, http.ErrServerClosed) {
+				log.Error().Err(err).Str("addr", s.Addr).Msg("HTTP server failed")
+			}
+		})
+	}
 
 	<-ctx.Done()
 	log.Info().Dur("timeout", cfg.ShutdownTimeout).Msg("shutting down: finishing running tasks")
@@ -147,7 +169,9 @@ func Run(ctx context.Context, cfg *config.Config, log zerolog.Logger) error {
 	srv.Shutdown()
 	sctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
-	httpSrv.Shutdown(sctx)
+	for _, s := range servers {
+		s.Shutdown(sctx)
+	}
 	wg.Wait()
 	ac.Close()
 	log.Info().Msg("worker stopped")
