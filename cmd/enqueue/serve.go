@@ -14,6 +14,7 @@ import (
 	"github.com/purgeq/purgeq/internal/config"
 	"github.com/purgeq/purgeq/internal/intake"
 	"github.com/purgeq/purgeq/internal/logging"
+	"github.com/purgeq/purgeq/limits"
 	"github.com/purgeq/purgeq/tasks"
 )
 
@@ -29,8 +30,8 @@ func serve(ctx context.Context, args []string, stderr io.Writer) error {
 	if err != nil {
 		return usageError("%v", err)
 	}
-	if len(cfg.IntakeTokens) == 0 {
-		return usageError("PURGE_INTAKE_TOKENS is not set: the intake accepts only requests bearing one of these tokens")
+	if len(cfg.Producers) == 0 {
+		return usageError("no producers: set PURGE_INTAKE_TOKENS, or name producers in PURGE_CONFIG_FILE; the intake accepts only requests bearing one of their tokens")
 	}
 	log, err := logging.New(os.Stderr, cfg.LogLevel, cfg.LogFormat)
 	if err != nil {
@@ -45,9 +46,12 @@ func serve(ctx context.Context, args []string, stderr io.Writer) error {
 	defer c.close()
 	if len(c.zones) == 0 {
 		log.Warn().Msg("no zones known (PURGE_ZONES unset and no worker has published its zones): every request will be refused until then")
+	} else if err := config.ResolveProducerZones(cfg.Producers, c.zones); err != nil {
+		return usageError("%v", err)
 	}
 	srv := &http.Server{
-		Handler:           intake.Handler(intake.Options{Queue: c, Tokens: cfg.IntakeTokens, Zones: c.zones, MaxBody: maxBody, Log: log}),
+		Handler: intake.Handler(intake.Options{Queue: c, Producers: cfg.Producers, Windows: limits.NewProducerWindows(c.rdb),
+			Zones: c.zones, MaxBody: maxBody, Log: log}),
 		ReadHeaderTimeout: 10 * time.Second,
 		ReadTimeout:       60 * time.Second,
 		WriteTimeout:      60 * time.Second,

@@ -90,7 +90,7 @@ func TestIntake(t *testing.T) {
 		t.Errorf("a host outside the named zone: %d %v", code, bad)
 	}
 	code, st, _ := call(t, "GET", base+"/v1/purge/"+id, intakeToken, "")
-	if code != 200 || st["state"] != "queued" || st["total"] != 5.0 || st["producer"] != "intake" || st["source"] != "cms post 4711" {
+	if code != 200 || st["state"] != "queued" || st["total"] != 5.0 || st["producer"] != "intake-2" || st["source"] != "cms post 4711" {
 		t.Errorf("status: %d %v", code, st)
 	}
 	if code, _, _ := call(t, "GET", base+"/v1/purge/nope", intakeToken, ""); code != 404 {

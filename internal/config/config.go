@@ -74,6 +74,11 @@ type Config struct {
 	IntakeAddr       string   `envconfig:"INTAKE_ADDR" default:"127.0.0.1:8081" desc:"enqueue serve listen address"`
 	IntakeTokens     []string `envconfig:"INTAKE_TOKENS" desc:"comma-separated bearer tokens accepted by enqueue serve (never logged)"`
 	IntakeTokensFile string   `envconfig:"INTAKE_TOKENS_FILE" desc:"read the intake tokens from this file instead (one per line, or comma-separated)"`
+	ConfigFile       string   `envconfig:"CONFIG_FILE" desc:"YAML file of producers (name, token or token_file, zones, kinds, purge_everything, priority, rate); the variables still set everything it does not"`
+
+	// Producers are the intake's callers: PURGE_CONFIG_FILE's, then one
+	// per PURGE_INTAKE_TOKENS token with every right.
+	Producers []Producer `ignored:"true"`
 
 	LogLevel  string `envconfig:"LOG_LEVEL" default:"info" desc:"debug, info, warn or error"`
 	LogFormat string `envconfig:"LOG_FORMAT" desc:"json or console (default: console on a terminal, else json)"`
@@ -146,6 +151,11 @@ func Load() (*Config, error) {
 			errs = append(errs, err)
 		}
 	}
+	producers, err := loadProducers(c.ConfigFile, c.Zones, c.IntakeTokens)
+	if err != nil {
+		errs = append(errs, err)
+	}
+	c.Producers = producers
 	return &c, errors.Join(append(errs, c.check())...)
 }
 

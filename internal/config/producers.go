@@ -182,3 +182,21 @@ func (fp fileProducer) resolve(where string, zones tasks.Zones) (Producer, []err
 	}
 	return p, errs
 }
+
+// ResolveProducerZones maps the zones producers name to ids once the zones
+// are known (the intake may learn them from the workers after loading its
+// configuration). A zone none of them has is named in the error.
+func ResolveProducerZones(ps []Producer, zones tasks.Zones) error {
+	var errs []error
+	for i := range ps {
+		for j, z := range ps[i].Zones {
+			zone, ok := zones.Lookup(z)
+			if !ok {
+				errs = append(errs, fmt.Errorf("producer %s: zone %q is not one of the zones the workers run with (%s)", ps[i].Name, z, zones))
+				continue
+			}
+			ps[i].Zones[j] = zone.ID
+		}
+	}
+	return errors.Join(errs...)
+}

@@ -98,3 +98,11 @@ func TestProducersFileUnknownFieldsAndAccounts(t *testing.T) {
 		}
 	}
 }
+
+func TestResolveProducerZones(t *testing.T) {
+	ps := []Producer{{Name: "a", Zones: []string{"blog.example.com", "zshop"}}, {Name: "b", Zones: []string{"elsewhere.example"}}}
+	err := ResolveProducerZones(ps, testZones)
+	if ps[0].Zones[0] != "zblog" || ps[0].Zones[1] != "zshop" || err == nil || !strings.Contains(err.Error(), `producer b: zone "elsewhere.example"`) {
+		t.Errorf("zones %v, error %v", ps[0].Zones, err)
+	}
+}
