@@ -89,8 +89,8 @@ producers:
 func TestProducersFileUnknownFieldsAndAccounts(t *testing.T) {
 	for text, want := range map[string]string{
 		"producers:\n  - name: a\n    token: t\n    zone: [x]\n": "field zone not found",
-		"producer:\n  - name: a\n":                              "field producer not found",
-		"accounts:\n  - name: main\n    api_token: x\n":         "accounts: are not supported",
+		"producer:\n  - name: a\n":                               "field producer not found",
+		"accounts:\n  - name: main\n    api_token: x\n":          "accounts: are not supported",
 	} {
 		_, err := loadProducers(writeFile(t, "f.yaml", text), testZones, nil)
 		if err == nil || !strings.Contains(err.Error(), want) {
