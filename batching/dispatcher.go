@@ -44,6 +44,8 @@ type DispatcherConfig struct {
 	// StrandedAfter is how old an unfinished hand-off must be before the
 	// reaper re-enqueues it.
 	StrandedAfter time.Duration
+	// EverythingInterval is PURGE_EVERYTHING_MIN_INTERVAL (PopRequest).
+	EverythingInterval time.Duration
 }
 
 // Dispatcher turns waiting items into purge:call tasks.
@@ -174,7 +176,8 @@ func (d *Dispatcher) tryLane(ctx context.Context, lane Lane) (PopStatus, error) 
 	if time.Now().Before(d.notBefore[lane]) {
 		return NotReady, nil
 	}
-	req := PopRequest{Lane: lane, Cap: d.cfg.Caps(lane.Kind), Wait: d.cfg.BatchWait, Eager: d.cfg.EagerFull, Window: d.cfg.Window, Lease: d.cfg.Lease, Owner: d.id}
+	req := PopRequest{Lane: lane, Cap: d.cfg.Caps(lane.Kind), Wait: d.cfg.BatchWait, Eager: d.cfg.EagerFull, Window: d.cfg.Window, Lease: d.cfg.Lease, Owner: d.id,
+		EverythingInterval: d.cfg.EverythingInterval}
 	res, err := d.ob.Pop(ctx, req)
 	if err != nil {
 		return 0, err

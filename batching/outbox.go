@@ -154,6 +154,9 @@ type PopRequest struct {
 	Lease  time.Duration
 	// Owner identifies the dispatcher whose window the call counts in.
 	Owner string
+	// EverythingInterval: a purge-everything popped takes the later ones
+	// of its zone into it for this long (PURGE_EVERYTHING_MIN_INTERVAL).
+	EverythingInterval time.Duration
 }
 
 // PopResult is the outcome of Pop.
@@ -186,7 +189,7 @@ func (o *Outbox) pop(ctx context.Context, p PopRequest, id string) (PopResult, e
 	res, err := popCmd.Run(ctx, o.rdb,
 		[]string{keyspace.Lanes, keyspace.Inflight, keyspace.InflightAt, keyspace.Outstanding(string(p.Lane.Scope()), p.Owner)},
 		prefix, p.Lane.id(), p.Cap, p.Wait.Milliseconds(), flag(p.AllowPartial), p.Window, p.Lease.Milliseconds(),
-		id, p.Lane.Zone, string(p.Lane.Kind), soft, p.Owner, flag(p.Eager)).Slice()
+		id, p.Lane.Zone, string(p.Lane.Kind), soft, p.Owner, flag(p.Eager), p.EverythingInterval.Milliseconds()).Slice()
 	if err != nil {
 		return PopResult{}, fmt.Errorf("popping %s: %w", p.Lane.id(), err)
 	}

@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"math/rand/v2"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -703,5 +704,58 @@ func TestAttribution(t *testing.T) {
 	admit(t, ob, r)
 	if st, err := requests.Status(ctx, "attr"); err != nil || st.Producer != "cms-blog" || st.Source != "post 4711" || st.Total != 1 {
 		t.Errorf("admitted status %+v, %v", st, err)
+	}
+}
+
+// TestEverythingMinInterval: a purge-everything within the interval of
+// the last one sent for its zone merges into it: it shares that call's
+// outcome (purged, or dead with it and named by its entry), or, that call
+// accepted already, is done at once; after a failed one it goes anew.
+func TestEverythingMinInterval(t *testing.T) {
+	ob, rdb := newOutbox(t)
+	ctx := context.Background()
+	everything := func(id string) {
+		admit(t, ob, request(id, false, "z", map[purge.Kind][]string{purge.Everything: {purge.EverythingKey}}))
+	}
+	lane := Lane{Zone: "z", Kind: purge.Everything}
+	p := PopRequest{Lane: lane, Cap: 1, AllowPartial: true, EverythingInterval: time.Hour}
+	requests := NewRequests(rdb, time.Hour)
+	state := func(id string) Status { st, _ := requests.Status(ctx, id); return st }
+
+	everything("e1")
+	_, c1 := pop(t, ob, p)
+	everything("e2") // while e1's call is in flight
+	if res, _ := pop(t, ob, p); res.Status != LaneEmpty {
+		t.Fatalf("a purge-everything within the interval made a call of its own: %+v", res)
+	}
+	if _, err := ob.Record(ctx, c1, []int{0}, nil, Failure{}, nil); err != nil {
+		t.Fatal(err)
+	}
+	if st := state("e2"); st.State != Done || st.Purged != 1 {
+		t.Errorf("e2 merged into e1's accepted call: %+v", st)
+	}
+	everything("e3") // after e1 was accepted, within the interval
+	if st := state("e3"); st.State != Done {
+		t.Errorf("e3: %+v, want done at once", st)
+	}
+
+	rdb.Del(ctx, keyspace.Prefix+"everything-sent:"+lane.id())
+	everything("f1")
+	_, f := pop(t, ob, p)
+	everything("f2")
+	entries, err := ob.Record(ctx, f, nil, []int{0}, Failure{Reason: "refused", Code: 1013}, nil)
+	if err != nil || len(entries) != 1 {
+		t.Fatal(entries, err)
+	}
+	if st := state("f2"); st.State != Failed || st.Dead != 1 {
+		t.Errorf("f2 merged into a dead call: %+v", st)
+	}
+	dead, _ := NewDeadLetters(rdb).Entries(ctx, "")
+	if len(dead) != 1 || !slices.Contains(dead[0].Requests, "f2") || !strings.Contains(dead[0].Sources, "f2") {
+		t.Errorf("the dead entry does not name the merged request: %+v", dead)
+	}
+	everything("f3") // after a failed one: goes anew
+	if res, _ := pop(t, ob, p); res.Status != Popped {
+		t.Errorf("after a dead purge-everything, the next one did not go: %+v", res)
 	}
 }

@@ -66,6 +66,24 @@ while i <= #ARGV do
     -- the items are credited when the everything call is accepted
     admitInto(P, cover, rid .. '~' .. n, {'*'}, 1, 1)
   else
+    -- A purge-everything within the minimum interval of the last one
+    -- sent for the lane merges into it: it rides with that call's outcome
+    -- (merged:<call>, credited by record.lua), or, that call accepted
+    -- already, is credited at once. After a failed one it goes anew.
+    local merged = false
+    if kind == 'everything' and not waiting(own) then
+      local sent = redis.call('GET', P .. 'everything-sent:' .. own)
+      local rec = sent and redis.call('GET', P .. 'recorded:' .. sent)
+      if sent and not rec then
+        redis.call('RPUSH', P .. 'merged:' .. sent, rid)
+        redis.call('PEXPIRE', P .. 'merged:' .. sent, requestIdle)
+        merged = true
+      elseif rec == '+' then
+        credit(rid, 'purged', n)
+        merged = true
+      end
+    end
+    if not merged then
     local src = rid
     if kind == 'everything' then
       local counts = {}
@@ -79,6 +97,7 @@ while i <= #ARGV do
     end
     admitInto(P, own, src, ARGV, i, i + n - 1)
     redis.call('SADD', KEYS[1], own)
+    end
   end
   i = i + n
 end

@@ -6,7 +6,9 @@
 -- ARGV[5] "1" to allow a partial chunk, ARGV[6] window (most outstanding
 -- calls), ARGV[7] lease ms, ARGV[8] call id, ARGV[9] zone, ARGV[10] kind,
 -- ARGV[11] soft "0"|"1", ARGV[12] the dispatcher's id, ARGV[13] "1" to pop a
--- full chunk before its oldest item has waited.
+-- full chunk before its oldest item has waited, ARGV[14] how long (ms) a
+-- popped purge-everything takes the later ones of its lane into it (0:
+-- none does).
 -- Returns {status, value, server ms}: status 1 popped (value: the call
 -- payload), 0 window full, -1 lane empty, -2 partial chunk not ready (value:
 -- ms when it will be; also a full chunk unless ARGV[13] is "1"), -3 partial
@@ -39,6 +41,9 @@ local rec = cjson.encode({id = ARGV[8], zone = ARGV[9], kind = ARGV[10], soft = 
 redis.call('HSET', KEYS[2], ARGV[8], rec)
 redis.call('ZADD', KEYS[3], exact(now), ARGV[8])
 redis.call('ZADD', KEYS[4], exact(now), ARGV[8])
+if ARGV[10] == 'everything' and tonumber(ARGV[14]) > 0 then
+  redis.call('SET', P .. 'everything-sent:' .. lane, ARGV[8], 'PX', ARGV[14])
+end
 -- a dispatcher that is gone (a restarted worker) leaves no set behind
 redis.call('PEXPIRE', KEYS[4], ARGV[7])
 return {1, rec, now}

@@ -33,6 +33,29 @@ for _ = 1, d do
   i = i + 3
 end
 creditSources(dead, 'dead')
+-- purge-everything requests merged into this call while it was in flight
+-- (admit.lua) share its outcome; a dead entry names them, so that a retry
+-- sends them too
+local mk = ARGV[1] .. 'merged:' .. ARGV[3]
+local merged = redis.call('LRANGE', mk, 0, -1)
+if #merged > 0 then
+  if p > 0 then
+    creditSources(merged, 'purged')
+  elseif d > 0 then
+    creditSources(merged, 'dead')
+    local raw = redis.call('HGET', KEYS[2], ARGV[7 + p])
+    if raw then
+      local e = cjson.decode(raw)
+      e.sources = (e.sources or '') .. ' ' .. table.concat(merged, ' ')
+      for _, tok in ipairs(merged) do
+        local rid = parseSource(tok)
+        e.requests[#e.requests + 1] = rid
+      end
+      redis.call('HSET', KEYS[2], ARGV[7 + p], cjson.encode(e))
+    end
+  end
+  redis.call('DEL', mk)
+end
 for j = i, #ARGV, 2 do
   redis.call('HSET', KEYS[5], ARGV[j], ARGV[j + 1])
   redis.call('ZADD', KEYS[6], exact(now), ARGV[j])

@@ -53,13 +53,15 @@ type Config struct {
 	RedisReplicas       int           `envconfig:"REDIS_REPLICAS" default:"0" desc:"producers report a request queued only once this many replicas hold it (Redis WAIT); 1 with Sentinel keeps acknowledged requests through a failover (not for Cluster)"`
 	RedisReplicaTimeout time.Duration `envconfig:"REDIS_REPLICA_TIMEOUT" default:"1s" desc:"how long producers wait for PURGE_REDIS_REPLICAS before reporting the request queued but not yet replicated"`
 
-	BatchWait  time.Duration `envconfig:"BATCH_WAIT" default:"2s" desc:"longest a partial batch waits for more items when the limits have room"`
-	EagerFull  bool          `envconfig:"EAGER_FULL_BATCHES" default:"false" desc:"send a batch as soon as it is full; by default a full batch too waits PURGE_BATCH_WAIT, so that what a burst requests again meanwhile goes once"`
-	CallWindow int           `envconfig:"CALL_WINDOW" default:"8" desc:"most outstanding API calls per purge bucket and worker process"`
-	InlineWait time.Duration `envconfig:"INLINE_WAIT" default:"2s" desc:"a call waits in-process for the limits up to this long; longer waits re-schedule it"`
-	MaxRetry   int           `envconfig:"MAX_RETRY" default:"10" desc:"attempts after a transient failure (5xx, timeout) before a batch is dead-lettered"`
-	RetryBase  time.Duration `envconfig:"RETRY_BASE" default:"1s" desc:"first retry delay after a transient failure; doubles each attempt, with jitter"`
-	RetryMax   time.Duration `envconfig:"RETRY_MAX" default:"5m" desc:"longest retry delay"`
+	BatchWait time.Duration `envconfig:"BATCH_WAIT" default:"2s" desc:"longest a partial batch waits for more items when the limits have room"`
+	// EverythingMinInterval: at most one purge-everything per zone within it.
+	EverythingMinInterval time.Duration `envconfig:"EVERYTHING_MIN_INTERVAL" default:"10m" desc:"at most one purge-everything per zone within this interval; another one inside it merges into the first (0: none merges)"`
+	EagerFull             bool          `envconfig:"EAGER_FULL_BATCHES" default:"false" desc:"send a batch as soon as it is full; by default a full batch too waits PURGE_BATCH_WAIT, so that what a burst requests again meanwhile goes once"`
+	CallWindow            int           `envconfig:"CALL_WINDOW" default:"8" desc:"most outstanding API calls per purge bucket and worker process"`
+	InlineWait            time.Duration `envconfig:"INLINE_WAIT" default:"2s" desc:"a call waits in-process for the limits up to this long; longer waits re-schedule it"`
+	MaxRetry              int           `envconfig:"MAX_RETRY" default:"10" desc:"attempts after a transient failure (5xx, timeout) before a batch is dead-lettered"`
+	RetryBase             time.Duration `envconfig:"RETRY_BASE" default:"1s" desc:"first retry delay after a transient failure; doubles each attempt, with jitter"`
+	RetryMax              time.Duration `envconfig:"RETRY_MAX" default:"5m" desc:"longest retry delay"`
 
 	Concurrency      int           `envconfig:"CONCURRENCY" default:"0" desc:"tasks one worker runs at once (0: twice the outstanding calls of both buckets, plus 8)"`
 	ShutdownTimeout  time.Duration `envconfig:"SHUTDOWN_TIMEOUT" default:"20s" desc:"how long SIGTERM waits for running tasks"`
@@ -217,7 +219,8 @@ func (c *Config) check() error {
 		errs = append(errs, fmt.Errorf("PURGE_REDIS_URL %q: want redis://, rediss:// or unix://", redact(c.RedisURL)))
 	}
 	for name, d := range map[string]time.Duration{"PURGE_BATCH_WAIT": c.BatchWait, "PURGE_COOLDOWN": c.Cooldown, "PURGE_GLOBAL_GUARD": c.GlobalGuard,
-		"PURGE_INLINE_WAIT": c.InlineWait, "PURGE_RETRY_BASE": c.RetryBase, "PURGE_RETRY_MAX": c.RetryMax, "PURGE_REDIS_REPLICA_TIMEOUT": c.RedisReplicaTimeout} {
+		"PURGE_INLINE_WAIT": c.InlineWait, "PURGE_RETRY_BASE": c.RetryBase, "PURGE_RETRY_MAX": c.RetryMax, "PURGE_REDIS_REPLICA_TIMEOUT": c.RedisReplicaTimeout,
+		"PURGE_EVERYTHING_MIN_INTERVAL": c.EverythingMinInterval} {
 		if d < 0 {
 			errs = append(errs, fmt.Errorf("%s must not be negative (got %s)", name, d))
 		}

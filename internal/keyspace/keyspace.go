@@ -22,6 +22,8 @@ const Prefix = "purgeq:{purgeq}:"
 //	dup:<lane>              set of digests asked for again while waiting
 //	again:<lane>:<digest>   list of the requests that asked again
 //	req:<id>                hash: a request's counters and status (Request)
+//	everything-sent:<lane>  the last purge-everything call popped for a zone (expires after PURGE_EVERYTHING_MIN_INTERVAL)
+//	merged:<call>           requests whose purge-everything merged into that call
 const (
 	// Lanes is the set of lanes with items waiting.
 	Lanes = Prefix + "lanes"

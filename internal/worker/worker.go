@@ -82,6 +82,7 @@ func Run(ctx context.Context, cfg *config.Config, log zerolog.Logger) error {
 	disp := batching.NewDispatcher(ob, lim, enqueue, batching.DispatcherConfig{
 		Caps: plan.Cap, BatchWait: cfg.BatchWait, EagerFull: cfg.EagerFull, Window: cfg.CallWindow,
 		Lease: cfg.Cooldown + cfg.RetryMax + callTimeout, Tick: dispatchTick, StrandedAfter: strandedAfter,
+		EverythingInterval: cfg.EverythingMinInterval,
 	}, log.With().Str("component", "dispatcher").Logger())
 
 	backoff := pipeline.Backoff{Base: cfg.RetryBase, Max: cfg.RetryMax}
