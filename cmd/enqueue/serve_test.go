@@ -54,11 +54,14 @@ func startIntake(t testing.TB) string {
 	return base
 }
 
-func call(t *testing.T, method, url, token, body string) (int, map[string]any, http.Header) {
+func call(t *testing.T, method, url, token, body string, header ...string) (int, map[string]any, http.Header) {
 	t.Helper()
 	req, _ := http.NewRequest(method, url, strings.NewReader(body))
 	if token != "" {
 		req.Header.Set("Authorization", "Bearer "+token)
+	}
+	for i := 0; i+1 < len(header); i += 2 {
+		req.Header.Add(header[i], header[i+1])
 	}
 	resp, err := http.DefaultClient.Do(req)
 	if err != nil {
@@ -215,22 +218,11 @@ func TestIntakeRedisDown(t *testing.T) {
 	}
 }
 
-// callWith is call with extra request headers (name, value, …).
+// callWith is call with the intake's token and extra request headers (name, value, …).
 func callWith(t *testing.T, method, url, body string, header ...string) (int, map[string]any) {
 	t.Helper()
-	req, _ := http.NewRequest(method, url, strings.NewReader(body))
-	req.Header.Set("Authorization", "Bearer "+intakeToken)
-	for i := 0; i+1 < len(header); i += 2 {
-		req.Header.Add(header[i], header[i+1])
-	}
-	resp, err := http.DefaultClient.Do(req)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer resp.Body.Close()
-	var out map[string]any
-	json.NewDecoder(resp.Body).Decode(&out)
-	return resp.StatusCode, out
+	code, out, _ := call(t, method, url, intakeToken, body, header...)
+	return code, out
 }
 
 // TestIntakePurgeEverythingFalse: CONTRACT's example body, with

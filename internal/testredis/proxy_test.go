@@ -30,16 +30,6 @@ func startRedis(t *testing.T) *Server {
 	return s
 }
 
-func startProxy(t *testing.T, target string, o ProxyOptions) *Proxy {
-	t.Helper()
-	p, err := StartProxy(target, o)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { p.Close() })
-	return p
-}
-
 // proxyClient is a go-redis client through p with one connection, fast
 // retries and a count of the connections it made.
 func proxyClient(t *testing.T, p *Proxy, maxRetries int) (*redis.Client, *atomic.Int64) {
@@ -65,7 +55,7 @@ func proxyClient(t *testing.T, p *Proxy, maxRetries int) (*redis.Client, *atomic
 
 func TestProxyForwards(t *testing.T) {
 	srv := startRedis(t)
-	p := startProxy(t, srv.Addr, ProxyOptions{})
+	p := StartTestProxy(t, srv.Addr, ProxyOptions{})
 	ctx := context.Background()
 	c := redis.NewClient(&redis.Options{Addr: p.Addr()}) // default handshake: HELLO, CLIENT SETINFO
 	defer c.Close()
@@ -97,7 +87,7 @@ func TestProxyLosesReply(t *testing.T) {
 	srv := startRedis(t)
 	direct := srv.Client()
 	defer direct.Close()
-	p := startProxy(t, srv.Addr, ProxyOptions{Drop: 1})
+	p := StartTestProxy(t, srv.Addr, ProxyOptions{Drop: 1})
 	ctx := context.Background()
 
 	// A raw connection: the INCR's reply is the first thing Redis sends.
@@ -142,7 +132,7 @@ func TestProxyFirstOnly(t *testing.T) {
 	srv := startRedis(t)
 	direct := srv.Client()
 	defer direct.Close()
-	p := startProxy(t, srv.Addr, ProxyOptions{Drop: 1, FirstOnly: true})
+	p := StartTestProxy(t, srv.Addr, ProxyOptions{Drop: 1, FirstOnly: true})
 	ctx := context.Background()
 
 	// Every connection loses its first reply, HELLO's, and is closed: each
@@ -191,7 +181,7 @@ func TestProxySeedRepeatable(t *testing.T) {
 	ctx := context.Background()
 	const sets = 20
 	run := func() int64 {
-		p := startProxy(t, srv.Addr, ProxyOptions{Drop: 0.5, FirstOnly: true, Seed: 7})
+		p := StartTestProxy(t, srv.Addr, ProxyOptions{Drop: 0.5, FirstOnly: true, Seed: 7})
 		defer p.Close()
 		var dials int64
 		for i := range sets {
@@ -218,7 +208,7 @@ func TestProxySeedRepeatable(t *testing.T) {
 
 func TestProxyClose(t *testing.T) {
 	srv := startRedis(t)
-	p := startProxy(t, srv.Addr, ProxyOptions{})
+	p := StartTestProxy(t, srv.Addr, ProxyOptions{})
 	conn, err := net.Dial("tcp", p.Addr())
 	if err != nil {
 		t.Fatal(err)
