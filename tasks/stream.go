@@ -41,6 +41,9 @@ func (s *Stream) Attribute(producer, source string) {
 	s.req.Producer, s.req.Source = producerOr(producer), source
 }
 
+// Items is how many items the stream staged so far.
+func (s *Stream) Items() int { return s.req.Items }
+
 // ID is the request id the stream will have.
 func (s *Stream) ID() string { return s.req.ID }
 
@@ -52,7 +55,14 @@ func (s *Stream) Add(ctx context.Context, pr PurgeRequest) error {
 	if err != nil {
 		return err
 	}
-	chunk.ID = s.req.ID
+	return s.AddBuilt(ctx, chunk)
+}
+
+// AddBuilt stages a chunk made by Client.Build (with the stream's soft
+// flag), for a caller that looks at it first (the intake checks what its
+// producer may purge).
+func (s *Stream) AddBuilt(ctx context.Context, chunk *Request) error {
+	chunk.ID, chunk.Soft = s.req.ID, s.req.Soft
 	b, err := json.Marshal(chunk)
 	if err != nil {
 		return err

@@ -105,6 +105,10 @@ func run(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.
 }
 
 func dispatch(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.Writer) error {
+	ctx, args, err := withServer(ctx, args)
+	if err != nil {
+		return err
+	}
 	if len(args) > 0 {
 		switch args[0] {
 		case "status":
@@ -158,25 +162,13 @@ func enqueue(ctx context.Context, args []string, stdin io.Reader, stdout, stderr
 	pr := tasks.PurgeRequest{Zone: o.zone, Files: tasks.URLs(o.urls...), Tags: o.tags, Hosts: o.hosts, Prefixes: o.prefixes,
 		Everything: o.everything, Soft: o.soft, IdempotencyKey: o.key, Producer: "cli", Source: o.source}
 
-	conn, err := open(ctx)
+	side, err := openSide(ctx)
 	if err != nil {
 		return err
 	}
-	defer conn.close()
-	if err := conn.needZones(); err != nil {
-		return err
-	}
-
-	var rc tasks.Receipt
-	if o.from == "" {
-		req, err := conn.client.Build(pr)
-		if err != nil {
-			return invalid(err, o.json, stdout)
-		}
-		if rc, err = conn.client.EnqueueBuilt(ctx, req); err != nil {
-			return queueError(err)
-		}
-	} else if rc, err = conn.enqueueFrom(ctx, o, pr, stdin, stdout, stderr); err != nil {
+	defer side.close()
+	rc, err := side.queue(ctx, o, pr, stdin, stdout, stderr)
+	if err != nil {
 		return err
 	}
 	if rc.Duplicate {
@@ -187,7 +179,7 @@ func enqueue(ctx context.Context, args []string, stdin io.Reader, stdout, stderr
 	if !o.wait {
 		return printResult(stdout, o.json, rc, nil)
 	}
-	st, err := conn.waitDone(ctx, rc.ID, o.timeout, stderr)
+	st, err := waitDone(ctx, side, rc.ID, o.timeout, stderr)
 	if perr := printResult(stdout, o.json, rc, st); perr != nil {
 		return perr
 	}
@@ -308,6 +300,25 @@ func parseInterleaved(fs *flag.FlagSet, args []string) error {
 		args = fs.Args()[1:]
 	}
 	return fs.Parse(append([]string{"--"}, positional...))
+}
+
+// queue queues the request straight into Redis.
+func (c *conn) queue(ctx context.Context, o options, pr tasks.PurgeRequest, stdin io.Reader, stdout, stderr io.Writer) (tasks.Receipt, error) {
+	if err := c.needZones(); err != nil {
+		return tasks.Receipt{}, err
+	}
+	if o.from != "" {
+		return c.enqueueFrom(ctx, o, pr, stdin, stdout, stderr)
+	}
+	req, err := c.client.Build(pr)
+	if err != nil {
+		return tasks.Receipt{}, invalid(err, o.json, stdout)
+	}
+	rc, err := c.client.EnqueueBuilt(ctx, req)
+	if err != nil {
+		return tasks.Receipt{}, queueError(err)
+	}
+	return rc, nil
 }
 
 // enqueueFrom queues the flags' items and a --from input as one streamed
@@ -459,12 +470,12 @@ func (c *conn) close() {
 
 // waitDone polls a request's status until it finishes or the timeout,
 // showing its progress.
-func (c *conn) waitDone(parent context.Context, id string, timeout time.Duration, stderr io.Writer) (*batching.Status, error) {
+func waitDone(parent context.Context, c side, id string, timeout time.Duration, stderr io.Writer) (*batching.Status, error) {
 	ctx, cancel := context.WithTimeout(parent, timeout)
 	defer cancel()
 	tick := time.NewTicker(200 * time.Millisecond)
 	defer tick.Stop()
-	p := newProgress(ctx, c, stderr)
+	p := newProgress(c.cooldowns(ctx), stderr)
 	defer p.end()
 	for {
 		st, err := c.Status(ctx, id)
@@ -525,7 +536,7 @@ func status(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 		return usageError("usage: enqueue status ID")
 	}
 	id := fs.Arg(0)
-	c, err := open(ctx)
+	c, err := openSide(ctx)
 	if err != nil {
 		return err
 	}

@@ -37,25 +37,32 @@ type progress struct {
 	cooldown func() map[string]time.Duration
 }
 
-func newProgress(ctx context.Context, c *conn, w io.Writer) *progress {
-	p := &progress{w: w, start: time.Now(), now: time.Now}
+func newProgress(cooldown func() map[string]time.Duration, w io.Writer) *progress {
+	p := &progress{w: w, start: time.Now(), now: time.Now, cooldown: cooldown}
 	if f, ok := w.(*os.File); ok && isatty.IsTerminal(f.Fd()) {
 		p.terminal = true
 	}
-	if scope, err := limits.PublishedToken(ctx, c.rdb); err == nil && scope != "" {
-		p.cooldown = func() map[string]time.Duration {
-			cd, err := limits.Cooldowns(ctx, c.rdb, scope)
-			if err != nil {
-				return nil
-			}
-			out := map[string]time.Duration{}
-			for s, d := range cd {
-				out[string(s)] = d
-			}
-			return out
-		}
-	}
 	return p
+}
+
+// cooldowns reads the cooldowns in force on the workers' token (nil when
+// no worker published it).
+func (c *conn) cooldowns(ctx context.Context) func() map[string]time.Duration {
+	scope, err := limits.PublishedToken(ctx, c.rdb)
+	if err != nil || scope == "" {
+		return nil
+	}
+	return func() map[string]time.Duration {
+		cd, err := limits.Cooldowns(ctx, c.rdb, scope)
+		if err != nil {
+			return nil
+		}
+		out := map[string]time.Duration{}
+		for s, d := range cd {
+			out[string(s)] = d
+		}
+		return out
+	}
 }
 
 // show draws the status.

@@ -51,7 +51,8 @@ func serve(ctx context.Context, args []string, stderr io.Writer) error {
 	}
 	srv := &http.Server{
 		Handler: intake.Handler(intake.Options{Queue: c, Producers: cfg.Producers, Windows: limits.NewProducerWindows(c.rdb),
-			Zones: c.zones, MaxBody: maxBody, Log: log}),
+			Streams: func(soft bool, key string) *tasks.Stream { return c.client.NewStream(c.rdb, soft, key) },
+			Zones:   c.zones, MaxBody: maxBody, Log: log}),
 		ReadHeaderTimeout: 10 * time.Second,
 		ReadTimeout:       60 * time.Second,
 		WriteTimeout:      60 * time.Second,

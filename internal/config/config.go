@@ -76,6 +76,8 @@ type Config struct {
 	IntakeAddr       string   `envconfig:"INTAKE_ADDR" default:"127.0.0.1:8081" desc:"enqueue serve listen address"`
 	IntakeTokens     []string `envconfig:"INTAKE_TOKENS" desc:"comma-separated bearer tokens accepted by enqueue serve (never logged)"`
 	IntakeTokensFile string   `envconfig:"INTAKE_TOKENS_FILE" desc:"read the intake tokens from this file instead (one per line, or comma-separated)"`
+	Server           string   `envconfig:"SERVER" desc:"enqueue sends through this intake (http(s)://host:port) with PURGE_SERVER_TOKEN instead of talking to Redis"`
+	ServerToken      string   `envconfig:"SERVER_TOKEN" desc:"bearer token for PURGE_SERVER (never logged)"`
 	ConfigFile       string   `envconfig:"CONFIG_FILE" desc:"YAML file of producers (name, token or token_file, zones, kinds, purge_everything, priority, rate); the variables still set everything it does not"`
 
 	// Producers are the intake's callers: PURGE_CONFIG_FILE's, then one
@@ -100,6 +102,14 @@ func Load() (*Config, error) {
 		if c.APIToken = strings.TrimSpace(raw); c.APIToken == "" {
 			errs = append(errs, errors.New("PURGE_CLOUDFLARE_API_TOKEN is only whitespace"))
 		}
+	}
+	if raw := c.ServerToken; raw != "" {
+		if c.ServerToken = strings.TrimSpace(raw); c.ServerToken == "" {
+			errs = append(errs, errors.New("PURGE_SERVER_TOKEN is only whitespace"))
+		}
+	}
+	if c.Server != "" && !strings.HasPrefix(c.Server, "http://") && !strings.HasPrefix(c.Server, "https://") {
+		errs = append(errs, fmt.Errorf("PURGE_SERVER %q: want http(s)://host:port", c.Server))
 	}
 	tokens, err := cleanTokens("PURGE_INTAKE_TOKENS", c.IntakeTokens)
 	if err != nil {

@@ -57,6 +57,9 @@ type Options struct {
 	Tokens []string
 	// Windows keeps the producers' rates; nil: rates are not enforced.
 	Windows Windows
+	// Streams starts streamed requests (POST /v1/purge/stream); nil: the
+	// endpoint answers 501.
+	Streams func(soft bool, idempotencyKey string) *tasks.Stream
 	// Zones are the configured zones: the Cloudflare-compatible endpoint
 	// accepts only their ids.
 	Zones tasks.Zones
@@ -90,6 +93,7 @@ func Handler(o Options) http.Handler {
 	mux := http.NewServeMux()
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, r *http.Request) { w.Write([]byte("ok\n")) })
 	mux.Handle("POST /v1/purge", s.auth(http.HandlerFunc(s.purge), writeError))
+	mux.Handle("POST /v1/purge/stream", s.auth(http.HandlerFunc(s.stream), writeError))
 	mux.Handle("GET /v1/purge/{id}", s.auth(http.HandlerFunc(s.status), writeError))
 	cf := s.auth(http.HandlerFunc(s.cloudflare), writeCloudflareError)
 	mux.Handle("POST /client/v4/zones/{zone}/purge_cache", cf)
@@ -236,6 +240,14 @@ type answer struct {
 // purge-everything (403 naming what it may not), then its rate (429 with
 // how long to wait).
 func (s *server) allowed(ctx context.Context, p config.Producer, req *tasks.Request) (*answer, time.Duration) {
+	if a := s.permitted(p, req); a != nil {
+		return a, 0
+	}
+	return s.withinRate(ctx, p, req.Total())
+}
+
+// permitted checks the zones and kinds a producer may purge.
+func (s *server) permitted(p config.Producer, req *tasks.Request) *answer {
 	var denied []string
 	for _, zone := range slices.Sorted(maps.Keys(req.Zones)) {
 		if !p.MayZone(zone) {
@@ -253,12 +265,17 @@ func (s *server) allowed(ctx context.Context, p config.Producer, req *tasks.Requ
 		}
 	}
 	if len(denied) > 0 {
-		return &answer{http.StatusForbidden, fmt.Errorf("producer %s may not purge: %s", p.Name, strings.Join(denied, ", "))}, 0
+		return &answer{http.StatusForbidden, fmt.Errorf("producer %s may not purge: %s", p.Name, strings.Join(denied, ", "))}
 	}
+	return nil
+}
+
+// withinRate takes n items from the producer's rate.
+func (s *server) withinRate(ctx context.Context, p config.Producer, n int) (*answer, time.Duration) {
 	if p.Rate.IsZero() || s.Windows == nil {
 		return nil, 0
 	}
-	ok, wait, err := s.Windows.Take(ctx, p.Name, req.Total(), p.Rate)
+	ok, wait, err := s.Windows.Take(ctx, p.Name, n, p.Rate)
 	switch {
 	case errors.Is(err, limits.ErrLargerThanRate):
 		return &answer{http.StatusTooManyRequests, fmt.Errorf("producer %s: %v: split the request", p.Name, err)}, p.Rate.Per
