@@ -62,7 +62,7 @@ type Dispatcher struct {
 	// notBefore skips lanes whose partial chunk is not ready yet; cursor
 	// rotates each scope's lanes for fairness. Only Run touches them.
 	notBefore map[Lane]time.Time
-	cursor    map[purge.Scope]int
+	cursor    map[string]int
 	// failing is set while passes fail, so that an outage is logged once.
 	failing bool
 	// admitted is set by Admitted: lanes may have filled since notBefore
@@ -73,7 +73,7 @@ type Dispatcher struct {
 // NewDispatcher returns a Dispatcher; Run starts it.
 func NewDispatcher(ob *Outbox, r Readiness, enq Enqueuer, cfg DispatcherConfig, log zerolog.Logger) *Dispatcher {
 	return &Dispatcher{ob: ob, limits: r, enqueue: enq, cfg: cfg, log: log, id: randomHex(8),
-		wake: make(chan struct{}, 1), notBefore: map[Lane]time.Time{}, cursor: map[purge.Scope]int{}}
+		wake: make(chan struct{}, 1), notBefore: map[Lane]time.Time{}, cursor: map[string]int{}}
 }
 
 // Wake asks for a pass soon: items arrived or a call finished.
@@ -129,26 +129,40 @@ func (d *Dispatcher) pass(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	byScope := map[purge.Scope][]Lane{}
-	for _, l := range lanes {
-		byScope[l.Scope()] = append(byScope[l.Scope()], l)
+	type class struct {
+		scope    purge.Scope
+		priority string
 	}
-	for scope, ls := range byScope {
-		sort.Slice(ls, func(i, j int) bool { return ls[i].id() < ls[j].id() })
-		if err := d.serveScope(ctx, scope, ls); err != nil {
-			return err
+	byClass := map[class][]Lane{}
+	for _, l := range lanes {
+		c := class{l.Scope(), l.Priority}
+		byClass[c] = append(byClass[c], l)
+	}
+	// Within a scope, high lanes first, bulk last: bulk pops only what
+	// the window has left once the others were served.
+	for _, scope := range []purge.Scope{purge.ScopeFlex, purge.ScopeURL} {
+		for _, priority := range []string{"high", "", "bulk"} {
+			ls := byClass[class{scope, priority}]
+			if len(ls) == 0 {
+				continue
+			}
+			sort.Slice(ls, func(i, j int) bool { return ls[i].id() < ls[j].id() })
+			if err := d.serveScope(ctx, string(scope)+":"+priority, ls); err != nil {
+				return err
+			}
 		}
 	}
 	return nil
 }
 
-// serveScope gives each lane of one scope at most one chunk per round,
+// serveScope gives each lane of one scope and priority (the class, which
+// also keys its round-robin cursor) at most one chunk per round,
 // starting where the last round stopped, until the window is full or a
 // round pops nothing.
-func (d *Dispatcher) serveScope(ctx context.Context, scope purge.Scope, lanes []Lane) error {
+func (d *Dispatcher) serveScope(ctx context.Context, class string, lanes []Lane) error {
 	for {
 		popped := false
-		start := d.cursor[scope]
+		start := d.cursor[class]
 		for i := range lanes {
 			lane := lanes[(start+i)%len(lanes)]
 			status, err := d.tryLane(ctx, lane)
@@ -157,11 +171,11 @@ func (d *Dispatcher) serveScope(ctx context.Context, scope purge.Scope, lanes []
 			}
 			switch status {
 			case WindowFull:
-				d.cursor[scope] = (start + i) % len(lanes)
+				d.cursor[class] = (start + i) % len(lanes)
 				return nil
 			case Popped:
 				popped = true
-				d.cursor[scope] = (start + i + 1) % len(lanes)
+				d.cursor[class] = (start + i + 1) % len(lanes)
 			}
 		}
 		if !popped {
@@ -178,6 +192,15 @@ func (d *Dispatcher) tryLane(ctx context.Context, lane Lane) (PopStatus, error) 
 	}
 	req := PopRequest{Lane: lane, Cap: d.cfg.Caps(lane.Kind), Wait: d.cfg.BatchWait, Eager: d.cfg.EagerFull, Window: d.cfg.Window, Lease: d.cfg.Lease, Owner: d.id,
 		EverythingInterval: d.cfg.EverythingInterval}
+	switch lane.Priority {
+	case "high":
+		// at once, whatever its size, ahead of the window: its call then
+		// claims the scope's next token (limits.Need.High)
+		req.Wait, req.AllowPartial, req.Window = 0, true, d.cfg.Window+1
+	case "bulk":
+		// only when nothing else of the scope is outstanding
+		req.Window = 1
+	}
 	res, err := d.ob.Pop(ctx, req)
 	if err != nil {
 		return 0, err

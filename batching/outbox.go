@@ -37,6 +37,9 @@ type Lane struct {
 	Zone string
 	Kind purge.Kind
 	Soft bool
+	// Priority is high, bulk or empty (normal): high lanes are served
+	// first, bulk ones with what the others leave.
+	Priority string
 }
 
 func (l Lane) id() string {
@@ -44,15 +47,23 @@ func (l Lane) id() string {
 	if l.Soft {
 		soft = "1"
 	}
-	return l.Zone + "|" + string(l.Kind) + "|" + soft
+	id := l.Zone + "|" + string(l.Kind) + "|" + soft
+	if l.Priority != "" {
+		id += "|" + l.Priority
+	}
+	return id
 }
 
 func parseLane(s string) (Lane, bool) {
 	parts := strings.Split(s, "|")
-	if len(parts) != 3 {
+	if len(parts) != 3 && len(parts) != 4 {
 		return Lane{}, false
 	}
-	return Lane{Zone: parts[0], Kind: purge.Kind(parts[1]), Soft: parts[2] == "1"}, true
+	l := Lane{Zone: parts[0], Kind: purge.Kind(parts[1]), Soft: parts[2] == "1"}
+	if len(parts) == 4 {
+		l.Priority = parts[3]
+	}
+	return l, true
 }
 
 // Scope is the purge bucket the lane's calls draw on.
@@ -102,7 +113,7 @@ func (o *Outbox) Admit(ctx context.Context, r *tasks.Request, chunk, chunks int)
 	slice, n := 0, 0
 	args := []any{}
 	flush := func(last bool) error {
-		head := []any{prefix, o.retention.Milliseconds(), r.ID, r.EnqueuedAt, soft, n, chunk, chunks, slice, flag(last), r.Producer, r.Source}
+		head := []any{prefix, o.retention.Milliseconds(), r.ID, r.EnqueuedAt, soft, n, chunk, chunks, slice, flag(last), r.Producer, r.Source, r.Priority}
 		if err := admitCmd.Run(ctx, o.rdb, []string{keyspace.Lanes}, append(head, args...)...).Err(); err != nil {
 			return fmt.Errorf("admitting request %s: %w", r.ID, err)
 		}
@@ -189,7 +200,7 @@ func (o *Outbox) pop(ctx context.Context, p PopRequest, id string) (PopResult, e
 	res, err := popCmd.Run(ctx, o.rdb,
 		[]string{keyspace.Lanes, keyspace.Inflight, keyspace.InflightAt, keyspace.Outstanding(string(p.Lane.Scope()), p.Owner)},
 		prefix, p.Lane.id(), p.Cap, p.Wait.Milliseconds(), flag(p.AllowPartial), p.Window, p.Lease.Milliseconds(),
-		id, p.Lane.Zone, string(p.Lane.Kind), soft, p.Owner, flag(p.Eager), p.EverythingInterval.Milliseconds()).Slice()
+		id, p.Lane.Zone, string(p.Lane.Kind), soft, p.Owner, flag(p.Eager), p.EverythingInterval.Milliseconds(), p.Lane.Priority).Slice()
 	if err != nil {
 		return PopResult{}, fmt.Errorf("popping %s: %w", p.Lane.id(), err)
 	}

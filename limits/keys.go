@@ -19,6 +19,7 @@ type keys struct {
 	window                        string // sorted set: acquisition time (µs) per call
 	flex, url                     string // hash: tokens, ts (µs)
 	coolGlobal, coolFlex, coolURL string // string: cooldown end (µs)
+	claimFlex, claimURL           string // string: a high call's claim on the next token
 }
 
 func keysFor(scope string) keys {
@@ -30,6 +31,8 @@ func keysFor(scope string) keys {
 		coolGlobal: p + "cooldown:global",
 		coolFlex:   p + "cooldown:flex",
 		coolURL:    p + "cooldown:url",
+		claimFlex:  p + "claim:flex",
+		claimURL:   p + "claim:url",
 	}
 }
 
@@ -39,6 +42,14 @@ func (k keys) bucket(s purge.Scope) (bucket, cooldown string) {
 		return k.url, k.coolURL
 	}
 	return k.flex, k.coolFlex
+}
+
+// claim is the claim key of a bucket scope.
+func (k keys) claim(s purge.Scope) string {
+	if s == purge.ScopeURL {
+		return k.claimURL
+	}
+	return k.claimFlex
 }
 
 func (k keys) cooldown(s purge.Scope) string {

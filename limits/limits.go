@@ -79,6 +79,9 @@ type Need struct {
 	Kind purge.Kind
 	// Items is the number of items; URL purges take one URL token each.
 	Items int
+	// High marks a high-priority call: when it must wait, it claims the
+	// bucket's next token.
+	High bool
 }
 
 func (c Need) bucket() purge.Scope { return purge.BucketScope(c.Kind) }
@@ -111,12 +114,15 @@ type Result struct {
 // all or nothing.
 //
 // KEYS[1] window zset, KEYS[2] bucket hash, KEYS[3] global cooldown,
-// KEYS[4] bucket cooldown.
+// KEYS[4] bucket cooldown, KEYS[5] the bucket's claim (a high-priority
+// call waiting for its next token).
 // ARGV[1] "1" for a dry run (Peek), ARGV[2] "1" if the call counts in the
 // window, ARGV[3] window limit, ARGV[4] window length with guard (µs),
 // ARGV[5] bucket refill per µs, ARGV[6] bucket size, ARGV[7] tokens needed,
 // ARGV[8] unique member for the window, ARGV[9] the bucket's name,
-// ARGV[10] the guard (µs).
+// ARGV[10] the guard (µs), ARGV[11] "1" for a high-priority call: one that
+// must wait claims the bucket's next token, which other calls then leave
+// to it.
 // Returns {ok 0|1, wait µs, blocker, window slots left, bucket tokens left,
 // server time µs}.
 var acquireCmd = redis.NewScript(`
@@ -152,6 +158,21 @@ tokens = math.min(burst, tokens + math.max(0, now - ts) * refill)
 local want = need + math.min(refill * tonumber(ARGV[10]), burst - need)
 if tokens < want then
   consider(math.ceil((want - tokens) / refill), ARGV[9])
+end
+local high = ARGV[11] == '1'
+if not high then
+  local claim = redis.call('PTTL', KEYS[5])
+  if claim > 0 and tokens < want + need then
+    -- a high call waits for the next token: leave it to it
+    consider(math.max(1, math.ceil((want + need - tokens) / refill)), 'claim:' .. ARGV[9])
+  end
+end
+if high and not dry then
+  if wait > 0 then
+    redis.call('SET', KEYS[5], '1', 'PX', math.ceil(wait / 1000) + 1000)
+  else
+    redis.call('DEL', KEYS[5])
+  end
 end
 
 if wait > 0 then
@@ -195,9 +216,9 @@ func (l *Limiter) run(ctx context.Context, c Need, dry bool) (Result, error) {
 	counts := c.Kind != purge.Files || l.cfg.GlobalCountsFiles
 	window := l.cfg.Global.Per + l.cfg.Guard
 	res, err := acquireCmd.Run(ctx, l.rdb,
-		[]string{l.keys.window, bucketKey, l.keys.coolGlobal, coolKey},
+		[]string{l.keys.window, bucketKey, l.keys.coolGlobal, coolKey, l.keys.claim(c.bucket())},
 		flag(dry), flag(counts), l.cfg.Global.N, window.Microseconds(),
-		strconv.FormatFloat(b.Rate.PerSecond()/1e6, 'g', -1, 64), b.Burst, need, member(), string(c.bucket()), l.cfg.Guard.Microseconds(),
+		strconv.FormatFloat(b.Rate.PerSecond()/1e6, 'g', -1, 64), b.Burst, need, member(), string(c.bucket()), l.cfg.Guard.Microseconds(), flag(c.High),
 	).Slice()
 	if err != nil {
 		return Result{}, fmt.Errorf("limits: acquire: %w", err)

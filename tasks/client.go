@@ -41,6 +41,10 @@ type PurgeRequest struct {
 	// (a user, a commit, a CMS post). Both are recorded with the request and
 	// shown in its status, the logs and the UI.
 	Producer, Source string
+	// Priority is high (an editorial hotfix), normal (empty) or bulk
+	// (imports, backfills): when the limits are the bottleneck, high items
+	// leave first and bulk ones only take what the others leave.
+	Priority string
 }
 
 // URLs is a convenience for PurgeRequest.Files without headers.
@@ -166,6 +170,11 @@ func (c *Client) Build(pr PurgeRequest) (*Request, error) {
 			b.addChecked(kind, raw, key, err, func() string { h, _, _ := strings.Cut(key, "/"); return h })
 		}
 	}
+	switch pr.Priority {
+	case "", "normal", "high", "bulk":
+	default:
+		b.bad = append(b.bad, purge.Invalid{Item: pr.Priority, Reason: "priority is none of high, normal, bulk"})
+	}
 	if len(b.bad) > 0 {
 		return nil, &purge.InvalidError{Items: b.bad}
 	}
@@ -173,7 +182,16 @@ func (c *Client) Build(pr PurgeRequest) (*Request, error) {
 		return nil, &purge.InvalidError{Items: []purge.Invalid{{Item: "", Reason: "the request names nothing to purge"}}}
 	}
 	return &Request{ID: requestID(pr.IdempotencyKey), Idempotent: pr.IdempotencyKey != "", Nonce: newID(),
-		EnqueuedAt: time.Now().UnixMilli(), Soft: pr.Soft, Zones: b.out, Producer: producerOr(pr.Producer), Source: pr.Source}, nil
+		EnqueuedAt: time.Now().UnixMilli(), Soft: pr.Soft, Zones: b.out, Producer: producerOr(pr.Producer), Source: pr.Source,
+		Priority: priorityOf(pr.Priority)}, nil
+}
+
+// priorityOf stores normal as empty.
+func priorityOf(p string) string {
+	if p == "normal" {
+		return ""
+	}
+	return p
 }
 
 // producerOr names a Go program as the producer when none is given.

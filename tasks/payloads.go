@@ -82,6 +82,8 @@ type Request struct {
 	// asked for it (PurgeRequest).
 	Producer string `json:"producer,omitempty"`
 	Source   string `json:"source,omitempty"`
+	// Priority is high, bulk or empty (normal).
+	Priority string `json:"priority,omitempty"`
 	// Zones maps a zone id to its items by kind (Everything: ["*"]).
 	Zones map[string]map[purge.Kind][]string `json:"zones"`
 	// Chunks is set for a streamed request: its items wait in that many
@@ -126,6 +128,8 @@ type Call struct {
 	// Owner is the dispatcher whose window of outstanding calls this call
 	// occupies until it is recorded.
 	Owner string `json:"owner,omitempty"`
+	// Priority is its lane's: high, bulk or empty (normal).
+	Priority string `json:"priority,omitempty"`
 }
 
 // Batch is the call's API batch.
@@ -151,7 +155,7 @@ func SubCallIDs(id string) []string {
 // failed call that is sent again. Its id is deterministic so that a
 // handler re-run after a crash enqueues it once.
 func (c *Call) Sub(suffix string, idx []int) *Call {
-	sub := &Call{ID: c.ID + suffix, Zone: c.Zone, Kind: c.Kind, Soft: c.Soft, Oldest: c.Oldest, Owner: c.Owner}
+	sub := &Call{ID: c.ID + suffix, Zone: c.Zone, Kind: c.Kind, Soft: c.Soft, Oldest: c.Oldest, Owner: c.Owner, Priority: c.Priority}
 	for _, i := range idx {
 		sub.Items = append(sub.Items, c.Items[i])
 		sub.Sources = append(sub.Sources, c.Sources[i])

@@ -41,6 +41,10 @@ func (s *Stream) Attribute(producer, source string) {
 	s.req.Producer, s.req.Source = producerOr(producer), source
 }
 
+// Prioritise sets the request's priority (high, normal or bulk); call it
+// before Commit.
+func (s *Stream) Prioritise(priority string) { s.req.Priority = priorityOf(priority) }
+
 // Items is how many items the stream staged so far.
 func (s *Stream) Items() int { return s.req.Items }
 

@@ -6,8 +6,9 @@
 -- request id, ARGV[4] enqueued-at ms (kept in the status), ARGV[5] soft
 -- "0"|"1", ARGV[6] the slice's item count, ARGV[7] chunk index, ARGV[8]
 -- chunk count, ARGV[9] slice index, ARGV[10] "1" if it is the chunk's last
--- slice, ARGV[11] producer, ARGV[12] source, then groups: zone, kind, n, n
--- items (a zone's everything group first).
+-- slice, ARGV[11] producer, ARGV[12] source, ARGV[13] priority (high,
+-- bulk or empty), then groups: zone, kind, n, n items (a zone's everything
+-- group first).
 -- Returns 1, or 0 if the slice was admitted before (a retried task).
 local rid, soft = ARGV[3], ARGV[5]
 -- Items are aged by admission, not by the producer's clock: when
@@ -51,11 +52,14 @@ local function covered(r, n)
   return ' ' .. r .. '~' .. n
 end
 
-local i = 13
+local i = 14
 while i <= #ARGV do
   local zone, kind, n = ARGV[i], ARGV[i + 1], tonumber(ARGV[i + 2])
   i = i + 3
+  -- a priority has lanes of its own; purge-everything is never queued
+  -- behind or ahead of anything
   local own = laneOf(zone, kind, soft)
+  if ARGV[13] ~= '' and kind ~= 'everything' then own = own .. '|' .. ARGV[13] end
   -- the waiting purge-everything that covers these items, if any
   local cover
   for _, es in ipairs({'0', '1'}) do

@@ -8,7 +8,7 @@
 -- ARGV[11] soft "0"|"1", ARGV[12] the dispatcher's id, ARGV[13] "1" to pop a
 -- full chunk before its oldest item has waited, ARGV[14] how long (ms) a
 -- popped purge-everything takes the later ones of its lane into it (0:
--- none does).
+-- none does), ARGV[15] the lane's priority (high, bulk or empty).
 -- Returns {status, value, server ms}: status 1 popped (value: the call
 -- payload), 0 window full, -1 lane empty, -2 partial chunk not ready (value:
 -- ms when it will be; also a full chunk unless ARGV[13] is "1"), -3 partial
@@ -37,7 +37,7 @@ local items = redis.call('LPOP', lk, cap)
 local sources = take(P, lane, items)
 if n <= cap then forgetLane(P, lane, KEYS[1]) end
 local rec = cjson.encode({id = ARGV[8], zone = ARGV[9], kind = ARGV[10], soft = ARGV[11] == '1',
-  items = items, sources = sources, oldest = oldest, owner = ARGV[12]})
+  items = items, sources = sources, oldest = oldest, owner = ARGV[12], priority = ARGV[15]})
 redis.call('HSET', KEYS[2], ARGV[8], rec)
 redis.call('ZADD', KEYS[3], exact(now), ARGV[8])
 redis.call('ZADD', KEYS[4], exact(now), ARGV[8])

@@ -69,7 +69,7 @@ func (l *list) Set(s string) error { *l = append(*l, s); return nil }
 
 type options struct {
 	zone, from, kind, key string
-	source                string
+	source, priority      string
 	urls, tags, hosts     list
 	prefixes              list
 	everything, soft      bool
@@ -144,6 +144,7 @@ func enqueue(ctx context.Context, args []string, stdin io.Reader, stdout, stderr
 	fs.DurationVar(&o.timeout, "timeout", 10*time.Minute, "with --wait: give up after this long (exit 1)")
 	fs.BoolVar(&o.json, "json", false, "print the result as JSON on stdout")
 	fs.StringVar(&o.source, "source", defaultSource(), "who or what asks, recorded with the request (default: user@host, and the commit and pipeline in CI)")
+	fs.StringVar(&o.priority, "priority", "normal", "high (an editorial hotfix: leaves first when the limits are busy), normal, or bulk (imports, backfills: takes what the others leave)")
 	fs.BoolVar(&o.skipInvalid, "skip-invalid", false, "with --from: queue the valid lines and report the invalid ones, instead of queueing nothing")
 	usage := func(w io.Writer) {
 		fmt.Fprint(w, "Usage: enqueue [flags] [URL…]\n       enqueue status ID\n       enqueue dlq list|retry|drop  (enqueue dlq --help)\n       enqueue serve                the HTTP intake\n\nQueues a purge and prints its request id.\n\nFlags:\n")
@@ -160,7 +161,7 @@ func enqueue(ctx context.Context, args []string, stdin io.Reader, stdout, stderr
 		return usageError("--everything purges a whole zone: name it with --zone")
 	}
 	pr := tasks.PurgeRequest{Zone: o.zone, Files: tasks.URLs(o.urls...), Tags: o.tags, Hosts: o.hosts, Prefixes: o.prefixes,
-		Everything: o.everything, Soft: o.soft, IdempotencyKey: o.key, Producer: "cli", Source: o.source}
+		Everything: o.everything, Soft: o.soft, IdempotencyKey: o.key, Producer: "cli", Source: o.source, Priority: o.priority}
 
 	side, err := openSide(ctx)
 	if err != nil {
@@ -340,6 +341,7 @@ func (c *conn) enqueueFrom(ctx context.Context, o options, pr tasks.PurgeRequest
 	}
 	st := c.client.NewStream(c.rdb, o.soft, o.key)
 	st.Attribute(pr.Producer, pr.Source)
+	st.Prioritise(pr.Priority)
 	if len(pr.Files)+len(pr.Tags)+len(pr.Hosts)+len(pr.Prefixes) > 0 || pr.Everything {
 		if err := st.Add(ctx, pr); err != nil {
 			st.Abort(ctx)

@@ -147,7 +147,7 @@ func (r *remote) queue(ctx context.Context, o options, pr tasks.PurgeRequest, st
 	}
 	if o.from == "" {
 		body := map[string]any{"zone": pr.Zone, "files": pr.Files, "tags": pr.Tags, "hosts": pr.Hosts, "prefixes": pr.Prefixes,
-			"purge_everything": pr.Everything, "soft": pr.Soft, "source": pr.Source}
+			"purge_everything": pr.Everything, "soft": pr.Soft, "source": pr.Source, "priority": pr.Priority}
 		if pr.Files == nil {
 			delete(body, "files") // a null list is not an empty one
 		}
@@ -171,7 +171,7 @@ func (r *remote) queue(ctx context.Context, o options, pr tasks.PurgeRequest, st
 		defer f.Close()
 		in = f
 	}
-	q := url.Values{"kind": {o.kind}, "zone": {o.zone}, "source": {pr.Source}}
+	q := url.Values{"kind": {o.kind}, "zone": {o.zone}, "source": {pr.Source}, "priority": {pr.Priority}}
 	if o.soft {
 		q.Set("soft", "true")
 	}

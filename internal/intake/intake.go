@@ -142,6 +142,8 @@ type body struct {
 	// Source says who or what asks (a CMS post, an editor), recorded with
 	// the request.
 	Source string `json:"source"`
+	// Priority is high, normal or bulk (default: the producer's).
+	Priority string `json:"priority"`
 }
 
 // decode reads a body within the size limit. The returned status is 413 for
@@ -172,7 +174,7 @@ func parseBody(r io.Reader, maxBody int64) (*body, int, error) {
 // or {url, headers} objects.
 func (b *body) request() (tasks.PurgeRequest, []purge.Invalid) {
 	pr := tasks.PurgeRequest{Zone: b.Zone, Tags: b.Tags, Hosts: b.Hosts, Prefixes: b.Prefixes,
-		IdempotencyKey: b.IdempotencyKey, Soft: b.Soft, Source: b.Source}
+		IdempotencyKey: b.IdempotencyKey, Soft: b.Soft, Source: b.Source, Priority: b.Priority}
 	var bad []purge.Invalid
 	for _, raw := range b.Files {
 		var f purge.File
@@ -294,6 +296,9 @@ func (s *server) withinRate(ctx context.Context, p config.Producer, n int) (*ans
 func attribute(ctx context.Context, pr *tasks.PurgeRequest) {
 	p := producerOf(ctx)
 	pr.Producer = p.Name
+	if pr.Priority == "" {
+		pr.Priority = p.Priority
+	}
 	if !p.Legacy && pr.IdempotencyKey != "" {
 		pr.IdempotencyKey = p.Name + "\x00" + pr.IdempotencyKey
 	}

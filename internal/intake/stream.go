@@ -43,10 +43,17 @@ func (s *server) stream(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusBadRequest, err.Error(), nil)
 		return
 	}
-	pr := tasks.PurgeRequest{IdempotencyKey: key, Source: q.Get("source")}
+	pr := tasks.PurgeRequest{IdempotencyKey: key, Source: q.Get("source"), Priority: q.Get("priority")}
 	attribute(r.Context(), &pr)
+	switch pr.Priority {
+	case "", "high", "normal", "bulk":
+	default:
+		writeError(w, http.StatusBadRequest, fmt.Sprintf("priority %q is none of high, normal, bulk", pr.Priority), nil)
+		return
+	}
 	st := s.Streams(q.Get("soft") == "true", pr.IdempotencyKey)
 	st.Attribute(pr.Producer, pr.Source)
+	st.Prioritise(pr.Priority)
 	rc, status, bad, err := s.stage(r.Context(), st, r, kind, q.Get("zone"), q.Get("skip_invalid") == "true")
 	if err != nil {
 		st.Abort(context.WithoutCancel(r.Context()))

@@ -139,7 +139,7 @@ func (h *RequestHandler) admitStaged(ctx context.Context, req *tasks.Request) er
 		if err != nil {
 			return fmt.Errorf("%v: %w", err, asynq.SkipRetry)
 		}
-		chunk.Producer, chunk.Source = req.Producer, req.Source
+		chunk.Producer, chunk.Source, chunk.Priority = req.Producer, req.Source, req.Priority
 		if err := h.Outbox.Admit(ctx, chunk, i, req.Chunks); err != nil {
 			return err
 		}
@@ -230,7 +230,7 @@ func (h *CallHandler) process(ctx context.Context, t *asynq.Task) error {
 		log.Info().Msg("call recorded before; finishing its hand-off")
 		return h.finish(ctx, log, call.ID, entries)
 	}
-	need := limits.Need{Kind: call.Kind, Items: len(call.Items)}
+	need := limits.Need{Kind: call.Kind, Items: len(call.Items), High: call.Priority == "high"}
 	if err := h.acquire(ctx, need); err != nil {
 		return err
 	}
