@@ -759,3 +759,64 @@ func TestEverythingMinInterval(t *testing.T) {
 		t.Errorf("after a dead purge-everything, the next one did not go: %+v", res)
 	}
 }
+
+// TestHistory: an accepted call is remembered once, with Cloudflare's id
+// and the requests it served (producer, source); an item is found by its
+// normalised form (a URL's host in any case, a tag in any case), newest
+// first. It also measures the Redis memory one item-purge costs.
+func TestHistory(t *testing.T) {
+	ob, rdb := newOutbox(t)
+	ctx := context.Background()
+	h := NewHistory(rdb, time.Hour)
+	zones := tasks.Zones{{Name: "a.example", ID: "za"}}
+	r := request("hist", false, "za", map[purge.Kind][]string{purge.Files: {"https://a.example/x?v=1"}, purge.Tags: {"product-1"}})
+	r.Producer, r.Source = "cms-blog", "post 1"
+	admit(t, ob, r)
+	for _, kind := range []purge.Kind{purge.Files, purge.Tags} {
+		_, c := pop(t, ob, PopRequest{Lane: Lane{Zone: "za", Kind: kind}, Cap: 100, AllowPartial: true})
+		for range 2 { // a retried call is remembered once
+			if err := h.Remember(ctx, c, "cf-"+string(kind)); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	for item, want := range map[string]string{"https://A.EXAMPLE/x?v=1": "cf-files", "PRODUCT-1": "cf-tags"} {
+		es, err := h.Find(ctx, zones, item, "")
+		if err != nil || len(es) != 1 || es[0].CloudflareID != want || es[0].Zone != "a.example" ||
+			len(es[0].Requests) != 1 || es[0].Requests[0] != (EntryRequest{ID: "hist", Producer: "cms-blog", Source: "post 1"}) {
+			t.Errorf("history of %s: %+v, %v; want one entry %s for request hist", item, es, err, want)
+		}
+	}
+	if es, _ := h.Find(ctx, zones, "https://a.example/x?v=2", ""); len(es) != 0 {
+		t.Errorf("another query string found %+v", es)
+	}
+
+	// memory: 100 calls of 100 distinct URLs, then the same URLs again
+	usage := func() int64 {
+		var n int64
+		keys, _ := rdb.Keys(ctx, keyspace.Prefix+"hist*").Result()
+		for _, k := range keys {
+			n += rdb.MemoryUsage(ctx, k).Val()
+		}
+		return n
+	}
+	var per [2]float64
+	for round := range 2 {
+		before := usage()
+		for i := range 100 {
+			c := &tasks.Call{ID: fmt.Sprintf("c%024d", round*1000+i), Zone: "za", Kind: purge.Files}
+			for j := range 100 {
+				c.Items = append(c.Items, fmt.Sprintf("https://a.example/assets/%d/%d.js", i, j))
+				c.Sources = append(c.Sources, "hist")
+			}
+			if err := h.Remember(ctx, c, "cf"); err != nil {
+				t.Fatal(err)
+			}
+		}
+		per[round] = float64(usage()-before) / 10000
+	}
+	t.Logf("history: %.1f bytes of Redis per item-purge for an item's first purge of the day (its index entry), %.1f for a further purge", per[0], per[1])
+	if per[0] > 80 || per[1] > 32 {
+		t.Errorf("%.1f and %.1f bytes per item-purge, want at most 80 and 32", per[0], per[1])
+	}
+}

@@ -43,6 +43,8 @@ var (
 	recordCmd = script("clock", "sources", "credit", "record")
 	// markSentCmd marks an attempt's send (lua/mark_sent.lua).
 	markSentCmd = script("mark_sent")
+	// rememberCmd keeps an accepted call in the history (lua/remember.lua).
+	rememberCmd = script("clock", "remember")
 	// retryCmd re-admits dead-letter entries (lua/retry.lua).
 	retryCmd = script("clock", "sources", "lanes", "retry")
 )

@@ -4,6 +4,7 @@
 //	        [--everything] [--from FILE|-] [--kind KIND] [--idempotency-key K]
 //	        [--soft] [--source TEXT] [--wait [--timeout D]] [--json] [URL…]
 //	enqueue status ID
+//	enqueue history ITEM [--zone Z] [--json]
 //	enqueue dlq list|retry|drop
 //	enqueue serve
 //
@@ -113,6 +114,8 @@ func dispatch(ctx context.Context, args []string, stdin io.Reader, stdout, stder
 		switch args[0] {
 		case "status":
 			return status(ctx, args[1:], stdout, stderr)
+		case "history":
+			return history(ctx, args[1:], stdout, stderr)
 		case "dlq":
 			return dlq(ctx, args[1:], stdout, stderr)
 		case "serve":
@@ -147,7 +150,7 @@ func enqueue(ctx context.Context, args []string, stdin io.Reader, stdout, stderr
 	fs.StringVar(&o.priority, "priority", "normal", "high (an editorial hotfix: leaves first when the limits are busy), normal, or bulk (imports, backfills: takes what the others leave)")
 	fs.BoolVar(&o.skipInvalid, "skip-invalid", false, "with --from: queue the valid lines and report the invalid ones, instead of queueing nothing")
 	usage := func(w io.Writer) {
-		fmt.Fprint(w, "Usage: enqueue [flags] [URL…]\n       enqueue status ID\n       enqueue dlq list|retry|drop  (enqueue dlq --help)\n       enqueue serve                the HTTP intake\n\nQueues a purge and prints its request id.\n\nFlags:\n")
+		fmt.Fprint(w, "Usage: enqueue [flags] [URL…]\n       enqueue status ID\n       enqueue history ITEM [--zone Z] [--json]\n       enqueue dlq list|retry|drop  (enqueue dlq --help)\n       enqueue serve                the HTTP intake\n\nQueues a purge and prints its request id.\n\nFlags:\n")
 		printDefaults(fs, w)
 		fmt.Fprint(w, "\nExit status: 0 queued (with --wait: purged), 2 invalid input (nothing queued), 1 anything else.\nEnvironment: PURGE_REDIS_URL, PURGE_ZONES (see worker --help).\n")
 	}
@@ -405,6 +408,7 @@ type conn struct {
 	client   *tasks.Client
 	requests *batching.Requests
 	dead     *batching.DeadLetters
+	hist     *batching.History
 	// noZones is why no item can be queued: no zones are known (set by
 	// connect; needZones returns it).
 	noZones error
@@ -457,7 +461,8 @@ func connect(ctx context.Context, cfg *config.Config, mustAnswer bool) (*conn, e
 	return &conn{rdb: rdb, ac: ac, zones: zones, noZones: noZones,
 		client: tasks.NewClient(ac, tasks.ClientOptions{Zones: zones, Retention: cfg.RequestRetention,
 			Replicas: cfg.RedisReplicas, ReplicaTimeout: cfg.RedisReplicaTimeout, Redis: rdb}),
-		requests: batching.NewRequests(rdb, cfg.RequestRetention), dead: batching.NewDeadLetters(rdb)}, nil
+		requests: batching.NewRequests(rdb, cfg.RequestRetention), dead: batching.NewDeadLetters(rdb),
+		hist: batching.NewHistory(rdb, cfg.HistoryRetention)}, nil
 }
 
 // needZones fails, exit 1, when no zones are known: every item would be

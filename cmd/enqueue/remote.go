@@ -26,6 +26,7 @@ type side interface {
 	Status(ctx context.Context, id string) (batching.Status, error)
 	deadItemsOf(ctx context.Context, id string) string
 	cooldowns(ctx context.Context) func() map[string]time.Duration
+	history(ctx context.Context, item, zone string) ([]batching.Entry, error)
 	close()
 }
 
@@ -185,6 +186,12 @@ func (r *remote) queue(ctx context.Context, o options, pr tasks.PurgeRequest, st
 		fmt.Fprintf(stderr, "enqueue: skipped %s: %s\n", b.Item, b.Reason)
 	}
 	return rc.Receipt, err
+}
+
+func (r *remote) history(ctx context.Context, item, zone string) ([]batching.Entry, error) {
+	var out []batching.Entry
+	err := r.do(ctx, http.MethodGet, "/v1/history?"+url.Values{"item": {item}, "zone": {zone}}.Encode(), nil, nil, &out)
+	return out, err
 }
 
 // Status reads a request's progress from the intake.

@@ -52,6 +52,7 @@ func serve(ctx context.Context, args []string, stderr io.Writer) error {
 	srv := &http.Server{
 		Handler: intake.Handler(intake.Options{Queue: c, Producers: cfg.Producers, Windows: limits.NewProducerWindows(c.rdb),
 			Streams: func(soft bool, key string) *tasks.Stream { return c.client.NewStream(c.rdb, soft, key) },
+			History: c.history,
 			Zones:   c.zones, MaxBody: maxBody, Log: log}),
 		ReadHeaderTimeout: 10 * time.Second,
 		ReadTimeout:       60 * time.Second,

@@ -53,7 +53,8 @@ type Config struct {
 	RedisReplicas       int           `envconfig:"REDIS_REPLICAS" default:"0" desc:"producers report a request queued only once this many replicas hold it (Redis WAIT); 1 with Sentinel keeps acknowledged requests through a failover (not for Cluster)"`
 	RedisReplicaTimeout time.Duration `envconfig:"REDIS_REPLICA_TIMEOUT" default:"1s" desc:"how long producers wait for PURGE_REDIS_REPLICAS before reporting the request queued but not yet replicated"`
 
-	BatchWait time.Duration `envconfig:"BATCH_WAIT" default:"2s" desc:"longest a partial batch waits for more items when the limits have room"`
+	BatchWait        time.Duration `envconfig:"BATCH_WAIT" default:"2s" desc:"longest a partial batch waits for more items when the limits have room"`
+	HistoryRetention time.Duration `envconfig:"HISTORY_RETENTION" default:"168h" desc:"how long per-item purge history is kept"`
 	// EverythingMinInterval: at most one purge-everything per zone within it.
 	EverythingMinInterval time.Duration `envconfig:"EVERYTHING_MIN_INTERVAL" default:"10m" desc:"at most one purge-everything per zone within this interval; another one inside it merges into the first (0: none merges)"`
 	EagerFull             bool          `envconfig:"EAGER_FULL_BATCHES" default:"false" desc:"send a batch as soon as it is full; by default a full batch too waits PURGE_BATCH_WAIT, so that what a burst requests again meanwhile goes once"`
@@ -230,7 +231,7 @@ func (c *Config) check() error {
 	}
 	for name, d := range map[string]time.Duration{"PURGE_BATCH_WAIT": c.BatchWait, "PURGE_COOLDOWN": c.Cooldown, "PURGE_GLOBAL_GUARD": c.GlobalGuard,
 		"PURGE_INLINE_WAIT": c.InlineWait, "PURGE_RETRY_BASE": c.RetryBase, "PURGE_RETRY_MAX": c.RetryMax, "PURGE_REDIS_REPLICA_TIMEOUT": c.RedisReplicaTimeout,
-		"PURGE_EVERYTHING_MIN_INTERVAL": c.EverythingMinInterval} {
+		"PURGE_EVERYTHING_MIN_INTERVAL": c.EverythingMinInterval, "PURGE_HISTORY_RETENTION": c.HistoryRetention} {
 		if d < 0 {
 			errs = append(errs, fmt.Errorf("%s must not be negative (got %s)", name, d))
 		}

@@ -57,6 +57,8 @@ type Options struct {
 	Tokens []string
 	// Windows keeps the producers' rates; nil: rates are not enforced.
 	Windows Windows
+	// History answers GET /v1/history (batching.History.Find); nil: 501.
+	History func(ctx context.Context, item, zone string) ([]batching.Entry, error)
 	// Streams starts streamed requests (POST /v1/purge/stream); nil: the
 	// endpoint answers 501.
 	Streams func(soft bool, idempotencyKey string) *tasks.Stream
@@ -94,6 +96,7 @@ func Handler(o Options) http.Handler {
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, r *http.Request) { w.Write([]byte("ok\n")) })
 	mux.Handle("POST /v1/purge", s.auth(http.HandlerFunc(s.purge), writeError))
 	mux.Handle("POST /v1/purge/stream", s.auth(http.HandlerFunc(s.stream), writeError))
+	mux.Handle("GET /v1/history", s.auth(http.HandlerFunc(s.history), writeError))
 	mux.Handle("GET /v1/purge/{id}", s.auth(http.HandlerFunc(s.status), writeError))
 	cf := s.auth(http.HandlerFunc(s.cloudflare), writeCloudflareError)
 	mux.Handle("POST /client/v4/zones/{zone}/purge_cache", cf)
@@ -404,6 +407,33 @@ func (s *server) status(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusServiceUnavailable, "the queue cannot be read now", nil)
 	default:
 		purge.WriteJSON(w, http.StatusOK, st)
+	}
+}
+
+// history answers when an item was purged, newest first.
+func (s *server) history(w http.ResponseWriter, r *http.Request) {
+	if s.History == nil {
+		writeError(w, http.StatusNotImplemented, "the purge history is not served here", nil)
+		return
+	}
+	item := r.URL.Query().Get("item")
+	if item == "" {
+		writeError(w, http.StatusBadRequest, "item is missing: GET /v1/history?item=…[&zone=…]", nil)
+		return
+	}
+	entries, err := s.History(r.Context(), item, r.URL.Query().Get("zone"))
+	var ie *purge.InvalidError
+	switch {
+	case errors.As(err, &ie):
+		writeError(w, http.StatusBadRequest, "nothing to look up", ie.Items)
+	case err != nil:
+		s.Log.Error().Err(err).Msg("reading the history")
+		writeError(w, http.StatusServiceUnavailable, "the history cannot be read now", nil)
+	default:
+		if entries == nil {
+			entries = []batching.Entry{}
+		}
+		purge.WriteJSON(w, http.StatusOK, entries)
 	}
 }
 

@@ -11,6 +11,8 @@
 // KEYS; they share the hash tag.
 package keyspace
 
+import "strconv"
+
 // Prefix starts every key of the namespace.
 const Prefix = "purgeq:{purgeq}:"
 
@@ -40,7 +42,16 @@ const (
 	Zones = Prefix + "zones"
 	// Replicated is written before WAIT (tasks.ClientOptions.Replicas).
 	Replicated = Prefix + "replicated"
+	// History holds the purge history's entries by call id, HistoryAt
+	// their times (batching.History).
+	History    = Prefix + "hist"
+	HistoryAt  = Prefix + "hist:at"
+	HistoryIDs = Prefix + "hist:ids"
+	HistorySeq = Prefix + "hist:seq"
 )
+
+// HistoryDay is a day's item index of the purge history (day: Unix days).
+func HistoryDay(day int64) string { return Prefix + "hist:day:" + strconv.FormatInt(day, 10) }
 
 // Sent marks that an attempt of a call is about to reach the API (value:
 // the attempt's token and whether it was the first send).

@@ -177,6 +177,10 @@ type CallHandler struct {
 	API     API
 	// Enqueue hands the re-sent part of a failed call back to the queue.
 	Enqueue batching.Enqueuer
+	// History keeps accepted calls (batching.History); nil keeps none.
+	History interface {
+		Remember(ctx context.Context, c *tasks.Call, cloudflareID string) error
+	}
 	// Archive mirrors new dead-letter entries into asynq's archive.
 	Archive func(ctx context.Context, entries []batching.DeadEntry)
 	// InlineWait is the longest wait for the limits spent in-process.
@@ -295,6 +299,11 @@ func (h *CallHandler) record(ctx context.Context, log zerolog.Logger, call *task
 			case <-ctx.Done():
 				return err
 			case <-time.After(redisPause):
+			}
+		}
+		if h.History != nil {
+			if err := h.History.Remember(ctx, call, acc.ID); err != nil {
+				log.Warn().Err(err).Msg("keeping the call in the purge history failed (it was purged)")
 			}
 		}
 		log.Info().Str("outcome", "accepted").Str("cf_id", acc.ID).Int64("waited_ms", time.Now().UnixMilli()-call.Oldest).Msg("purged")

@@ -100,6 +100,7 @@ func Run(ctx context.Context, cfg *config.Config, log zerolog.Logger) error {
 		}
 	}
 	mux.Handle(tasks.TypeCall, &pipeline.CallHandler{Outbox: ob, Limiter: lim, API: api, Enqueue: enqueue, Archive: archive,
+		History:    batching.NewHistory(rdb, cfg.HistoryRetention),
 		InlineWait: cfg.InlineWait, GlobalCooldown: cfg.Cooldown, MaxRetry: cfg.MaxRetry, Done: disp.Wake, Log: log,
 		Observe: func(c *tasks.Call, outcome string, scope purge.Scope) { m.Observe(c, outcome, scope, plan.Cap(c.Kind)) }})
 	mux.Handle(tasks.TypeDead, &pipeline.DeadHandler{Dead: dead, Retried: disp.Admitted, Log: log})

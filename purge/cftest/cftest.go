@@ -78,6 +78,8 @@ type Call struct {
 	Scope  purge.Scope `json:"scope,omitempty"`
 	// DuringBlock is set for a call that arrived while its token was blocked.
 	DuringBlock bool `json:"during_block,omitempty"`
+	// ResultID is the purge id an accepted call was answered with.
+	ResultID string `json:"result_id,omitempty"`
 }
 
 // Accepted reports whether Cloudflare would have purged the call's items.
@@ -297,6 +299,7 @@ type answer struct {
 	errors     []purge.APIError // several errors; else code and message
 	retryAfter time.Duration
 	fault      string
+	resultID   string // the purge id of an accepted call
 }
 
 func (s *Server) serve(w http.ResponseWriter, r *http.Request) {
@@ -311,6 +314,10 @@ func (s *Server) serve(w http.ResponseWriter, r *http.Request) {
 	call := Call{At: time.Now()}
 	a, batch := s.decide(r, &call)
 	call.Status, call.Code, call.Fault = a.status, a.code, a.fault
+	if a.status == http.StatusOK && a.fault == "" {
+		a.resultID = newID()
+		call.ResultID = a.resultID
+	}
 	call.Kind, call.Soft, call.Items = batch.Kind, batch.Soft, batch.Items
 	s.mu.Lock()
 	s.calls = append(s.calls, call)
@@ -509,7 +516,7 @@ func (s *Server) writeAnswer(w http.ResponseWriter, a answer) {
 	}
 	env := purge.Envelope{Success: a.status == http.StatusOK, Errors: []purge.APIError{}, Messages: []purge.APIError{}}
 	if env.Success {
-		env.Result = &purge.Result{ID: newID()}
+		env.Result = &purge.Result{ID: a.resultID}
 	} else if a.errors != nil {
 		env.Errors = a.errors
 	} else {
