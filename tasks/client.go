@@ -9,6 +9,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"slices"
 	"strings"
 	"time"
 
@@ -45,6 +46,32 @@ type PurgeRequest struct {
 	// (imports, backfills): when the limits are the bottleneck, high items
 	// leave first and bulk ones only take what the others leave.
 	Priority string
+}
+
+// ItemsRequest is a request of items of one kind (files, tags, hosts or
+// prefixes) for zone: one chunk of a streamed list.
+func ItemsRequest(kind purge.Kind, zone string, items []string) PurgeRequest {
+	pr := PurgeRequest{Zone: zone}
+	switch kind {
+	case purge.Files:
+		pr.Files = URLs(items...)
+	case purge.Tags:
+		pr.Tags = slices.Clone(items)
+	case purge.Hosts:
+		pr.Hosts = slices.Clone(items)
+	case purge.Prefixes:
+		pr.Prefixes = slices.Clone(items)
+	}
+	return pr
+}
+
+// CheckPriority refuses a priority other than high, normal, bulk or empty.
+func CheckPriority(p string) error {
+	switch p {
+	case "", "normal", "high", "bulk":
+		return nil
+	}
+	return fmt.Errorf("priority %q is none of high, normal, bulk", p)
 }
 
 // URLs is a convenience for PurgeRequest.Files without headers.
@@ -170,10 +197,8 @@ func (c *Client) Build(pr PurgeRequest) (*Request, error) {
 			b.addChecked(kind, raw, key, err, func() string { h, _, _ := strings.Cut(key, "/"); return h })
 		}
 	}
-	switch pr.Priority {
-	case "", "normal", "high", "bulk":
-	default:
-		b.bad = append(b.bad, purge.Invalid{Item: pr.Priority, Reason: "priority is none of high, normal, bulk"})
+	if err := CheckPriority(pr.Priority); err != nil {
+		b.bad = append(b.bad, purge.Invalid{Item: pr.Priority, Reason: err.Error()})
 	}
 	if len(b.bad) > 0 {
 		return nil, &purge.InvalidError{Items: b.bad}

@@ -26,22 +26,6 @@ type from struct {
 	bad   []string
 }
 
-// itemsRequest is a request of items of one kind.
-func itemsRequest(kind purge.Kind, zone string, items []string) tasks.PurgeRequest {
-	pr := tasks.PurgeRequest{Zone: zone}
-	switch kind {
-	case purge.Files:
-		pr.Files = tasks.URLs(items...)
-	case purge.Tags:
-		pr.Tags = items
-	case purge.Hosts:
-		pr.Hosts = items
-	case purge.Prefixes:
-		pr.Prefixes = items
-	}
-	return pr
-}
-
 // readFrom validates every line (rules and zone) in chunks and spools the
 // good ones. Blank lines and lines starting with # are skipped.
 func readFrom(c *tasks.Client, path, kindName, zone string, stdin io.Reader) (*from, error) {
@@ -72,7 +56,7 @@ func readFrom(c *tasks.Client, path, kindName, zone string, stdin io.Reader) (*f
 		if len(items) == 0 {
 			return nil
 		}
-		_, err := c.Build(itemsRequest(kind, zone, items))
+		_, err := c.Build(tasks.ItemsRequest(kind, zone, items))
 		bad := map[string]string{}
 		var ie *purge.InvalidError
 		if errors.As(err, &ie) {
@@ -132,7 +116,7 @@ func (fr *from) stage(ctx context.Context, st *tasks.Stream) error {
 	for sc.Scan() {
 		items = append(items, sc.Text())
 		if len(items) == chunkSize {
-			if err := st.Add(ctx, itemsRequest(fr.kind, fr.zone, items)); err != nil {
+			if err := st.Add(ctx, tasks.ItemsRequest(fr.kind, fr.zone, items)); err != nil {
 				return err
 			}
 			items = items[:0]
@@ -142,7 +126,7 @@ func (fr *from) stage(ctx context.Context, st *tasks.Stream) error {
 		return err
 	}
 	if len(items) > 0 {
-		return st.Add(ctx, itemsRequest(fr.kind, fr.zone, items))
+		return st.Add(ctx, tasks.ItemsRequest(fr.kind, fr.zone, items))
 	}
 	return nil
 }

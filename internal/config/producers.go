@@ -41,6 +41,14 @@ type Producer struct {
 	Legacy bool
 }
 
+// TokenProducer is the n-th token of PURGE_INTAKE_TOKENS as a producer:
+// every zone and kind, purge-everything allowed, priority normal, keys
+// shared with the CLI (as before named producers).
+func TokenProducer(n int, token string) Producer {
+	return Producer{Name: "intake-" + strconv.Itoa(n), Token: token, Kinds: slices.Clone(purge.Kinds[:4]),
+		Everything: true, Priority: "normal", Legacy: true}
+}
+
 // MayKind reports whether the producer may purge items of kind k.
 func (p Producer) MayKind(k purge.Kind) bool {
 	if k == purge.Everything {
@@ -99,8 +107,7 @@ func loadProducers(path string, zones tasks.Zones, intakeTokens []string) ([]Pro
 		}
 	}
 	for i, t := range intakeTokens {
-		out = append(out, Producer{Name: "intake-" + strconv.Itoa(i+1), Token: t, Kinds: slices.Clone(purge.Kinds[:4]),
-			Everything: true, Priority: "normal", Legacy: true})
+		out = append(out, TokenProducer(i+1, t))
 	}
 	names, tokens := map[string]int{}, map[string]int{}
 	for i, p := range out {

@@ -81,8 +81,7 @@ func Handler(o Options) http.Handler {
 	s := &server{Options: o}
 	producers := slices.Clone(o.Producers)
 	for i, t := range o.Tokens {
-		producers = append(producers, config.Producer{Name: fmt.Sprintf("intake-%d", i+1), Token: t,
-			Kinds: slices.Clone(purge.Kinds[:4]), Everything: true, Priority: "normal", Legacy: true})
+		producers = append(producers, config.TokenProducer(i+1, t))
 	}
 	for _, p := range producers {
 		// config.Load refuses empty tokens; an empty one that got here

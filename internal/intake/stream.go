@@ -45,10 +45,8 @@ func (s *server) stream(w http.ResponseWriter, r *http.Request) {
 	}
 	pr := tasks.PurgeRequest{IdempotencyKey: key, Source: q.Get("source"), Priority: q.Get("priority")}
 	attribute(r.Context(), &pr)
-	switch pr.Priority {
-	case "", "high", "normal", "bulk":
-	default:
-		writeError(w, http.StatusBadRequest, fmt.Sprintf("priority %q is none of high, normal, bulk", pr.Priority), nil)
+	if err := tasks.CheckPriority(pr.Priority); err != nil {
+		writeError(w, http.StatusBadRequest, err.Error(), nil)
 		return
 	}
 	st := s.Streams(q.Get("soft") == "true", pr.IdempotencyKey)
@@ -80,7 +78,7 @@ func (s *server) stage(ctx context.Context, st *tasks.Stream, r *http.Request, k
 	flush := func() (int, error) {
 		defer func() { items, lines = items[:0], lines[:0] }()
 		for len(items) > 0 {
-			req, err := s.Queue.Build(itemsRequest(kind, zone, items))
+			req, err := s.Queue.Build(tasks.ItemsRequest(kind, zone, items))
 			var ie *purge.InvalidError
 			if errors.As(err, &ie) {
 				items, lines = dropInvalid(items, lines, ie.Items, &bad)
@@ -143,22 +141,6 @@ func (s *server) stage(ctx context.Context, st *tasks.Stream, r *http.Request, k
 		return tasks.Receipt{}, http.StatusServiceUnavailable, nil, errors.New("the queue cannot take requests now (nothing was queued); retry later")
 	}
 	return rc, 0, bad, nil
-}
-
-// itemsRequest is a request of items of one kind.
-func itemsRequest(kind purge.Kind, zone string, items []string) tasks.PurgeRequest {
-	pr := tasks.PurgeRequest{Zone: zone}
-	switch kind {
-	case purge.Files:
-		pr.Files = tasks.URLs(items...)
-	case purge.Tags:
-		pr.Tags = slices.Clone(items)
-	case purge.Hosts:
-		pr.Hosts = slices.Clone(items)
-	case purge.Prefixes:
-		pr.Prefixes = slices.Clone(items)
-	}
-	return pr
 }
 
 // dropInvalid takes the invalid items out, naming each with its line.
