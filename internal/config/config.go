@@ -81,6 +81,10 @@ type Config struct {
 	ServerToken      string   `envconfig:"SERVER_TOKEN" desc:"bearer token for PURGE_SERVER (never logged)"`
 	ConfigFile       string   `envconfig:"CONFIG_FILE" desc:"YAML file of producers (name, token or token_file, zones, kinds, purge_everything, priority, rate); the variables still set everything it does not"`
 
+	// Callbacks (callbacks.go) and Probes (probes.go): proof of purge.
+	Callbacks
+	Probes
+
 	// Producers are the intake's callers: PURGE_CONFIG_FILE's, then one
 	// per PURGE_INTAKE_TOKENS token with every right.
 	Producers []Producer `ignored:"true"`

@@ -15,12 +15,10 @@ import (
 	"fmt"
 	"math/rand/v2"
 	"slices"
-	"strconv"
 	"sync"
 	"time"
 
 	"github.com/hibiken/asynq"
-	"github.com/redis/go-redis/v9"
 	"github.com/rs/zerolog"
 
 	"github.com/purgeq/purgeq/batching"
@@ -76,85 +74,6 @@ type Limiter interface {
 	Acquire(ctx context.Context, c limits.Need) (limits.Result, error)
 	Cooldown(ctx context.Context, scope purge.Scope, d time.Duration) (time.Time, error)
 	CooldownFor(e *purge.Error, c limits.Need, globalCooldown time.Duration) time.Duration
-}
-
-// RequestHandler admits purge:request tasks into the outbox.
-type RequestHandler struct {
-	Outbox   *batching.Outbox
-	Requests *batching.Requests
-	// Redis holds streamed requests' staged chunks.
-	Redis redis.Cmdable
-	// Admitted is called after each admission (to wake the dispatcher).
-	Admitted func()
-	Log      zerolog.Logger
-}
-
-// ProcessTask admits one request.
-func (h *RequestHandler) ProcessTask(ctx context.Context, t *asynq.Task) error {
-	req, err := tasks.DecodeRequest(t.Payload())
-	if err != nil {
-		return fmt.Errorf("%v: %w", err, asynq.SkipRetry)
-	}
-	if req.Chunks == 0 {
-		if err := h.Outbox.Admit(ctx, req, 0, 1); err != nil {
-			return err
-		}
-	} else if err := h.admitStaged(ctx, req); err != nil {
-		return err
-	}
-	zones := make([]string, 0, len(req.Zones))
-	for z := range req.Zones {
-		zones = append(zones, z)
-	}
-	h.Log.Info().Str("request", req.ID).Str("producer", req.Producer).Str("source", req.Source).Strs("zones", zones).
-		Int("items", req.Total()).Msg("request admitted")
-	h.Admitted()
-	return nil
-}
-
-// admitStaged admits a streamed request chunk by chunk; a retried task
-// skips the chunks admitted before. A chunk that is missing (its staging
-// expired before admission) fails the request loudly: its status says
-// failed, with the reason, and the error is logged.
-func (h *RequestHandler) admitStaged(ctx context.Context, req *tasks.Request) error {
-	key := req.StagingKey()
-	for i := range req.Chunks {
-		raw, err := h.Redis.HGet(ctx, key, strconv.Itoa(i)).Bytes()
-		if errors.Is(err, redis.Nil) {
-			if st, serr := h.Requests.Admitted(ctx, req.ID); serr == nil && st.Total == req.Items {
-				return nil // admitted in full before, and the staging deleted
-			}
-			reason := fmt.Sprintf("chunk %d of %d is missing from staging (it expired or was deleted before the worker admitted it): %d of the request's %d items were not queued",
-				i, req.Chunks, req.Items-admittedTotal(ctx, h.Requests, req.ID), req.Items)
-			if err := h.Requests.Fail(ctx, req.ID, reason); err != nil {
-				return err
-			}
-			h.Log.Error().Str("request", req.ID).Msg("request failed: " + reason)
-			return fmt.Errorf("request %s: %s: %w", req.ID, reason, asynq.SkipRetry)
-		}
-		if err != nil {
-			return err
-		}
-		chunk, err := tasks.DecodeRequest(raw)
-		if err != nil {
-			return fmt.Errorf("%v: %w", err, asynq.SkipRetry)
-		}
-		chunk.Producer, chunk.Source, chunk.Priority = req.Producer, req.Source, req.Priority
-		if err := h.Outbox.Admit(ctx, chunk, i, req.Chunks); err != nil {
-			return err
-		}
-		h.Admitted()
-	}
-	return h.Redis.Del(ctx, key).Err()
-}
-
-// admittedTotal is how many of a request's items are in the outbox so far.
-func admittedTotal(ctx context.Context, rq *batching.Requests, id string) int {
-	st, err := rq.Admitted(ctx, id)
-	if err != nil {
-		return 0
-	}
-	return st.Total
 }
 
 // CallStore is what the call handler needs of the outbox's state

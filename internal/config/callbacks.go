@@ -1,0 +1,4 @@
+package config
+
+// Callbacks configures completion callbacks.
+type Callbacks struct{}
