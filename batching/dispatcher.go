@@ -3,6 +3,7 @@ package batching
 import (
 	"context"
 	"sort"
+	"strings"
 	"sync/atomic"
 	"time"
 
@@ -18,14 +19,24 @@ type Readiness interface {
 	Peek(ctx context.Context, c limits.Need) (limits.Result, error)
 }
 
+// Route is what the dispatcher needs of a zone's Cloudflare account.
+type Route struct {
+	// Account names it; each account's scopes have windows of their own.
+	Account string
+	Limits  Readiness
+	// Caps gives the most items per call of each kind.
+	Caps func(purge.Kind) int
+}
+
 // Enqueuer hands a popped call to the queue as a purge:call task whose task
 // id is id. Enqueueing an id that already exists must not fail.
 type Enqueuer func(ctx context.Context, id string, payload []byte) error
 
 // DispatcherConfig tunes the Dispatcher.
 type DispatcherConfig struct {
-	// Caps gives the most items per call of each kind.
-	Caps func(purge.Kind) int
+	// Route finds a zone's account; false while no account holds the
+	// zone (zones being listed): its lanes wait.
+	Route func(zoneID string) (Route, bool)
 	// BatchWait is the longest a partial chunk waits for more items when
 	// the limits have room.
 	BatchWait time.Duration
@@ -51,7 +62,6 @@ type DispatcherConfig struct {
 // Dispatcher turns waiting items into purge:call tasks.
 type Dispatcher struct {
 	ob      *Outbox
-	limits  Readiness
 	enqueue Enqueuer
 	cfg     DispatcherConfig
 	log     zerolog.Logger
@@ -65,15 +75,18 @@ type Dispatcher struct {
 	cursor    map[string]int
 	// failing is set while passes fail, so that an outage is logged once.
 	failing bool
+	// homeless holds the zones whose lanes wait for an account (logged
+	// once each).
+	homeless map[string]bool
 	// admitted is set by Admitted: lanes may have filled since notBefore
 	// was set.
 	admitted atomic.Bool
 }
 
 // NewDispatcher returns a Dispatcher; Run starts it.
-func NewDispatcher(ob *Outbox, r Readiness, enq Enqueuer, cfg DispatcherConfig, log zerolog.Logger) *Dispatcher {
-	return &Dispatcher{ob: ob, limits: r, enqueue: enq, cfg: cfg, log: log, id: randomHex(8),
-		wake: make(chan struct{}, 1), notBefore: map[Lane]time.Time{}, cursor: map[string]int{}}
+func NewDispatcher(ob *Outbox, enq Enqueuer, cfg DispatcherConfig, log zerolog.Logger) *Dispatcher {
+	return &Dispatcher{ob: ob, enqueue: enq, cfg: cfg, log: log, id: randomHex(8),
+		wake: make(chan struct{}, 1), notBefore: map[Lane]time.Time{}, cursor: map[string]int{}, homeless: map[string]bool{}}
 }
 
 // Wake asks for a pass soon: items arrived or a call finished.
@@ -130,25 +143,43 @@ func (d *Dispatcher) pass(ctx context.Context) error {
 		return err
 	}
 	type class struct {
+		account  string
 		scope    purge.Scope
 		priority string
 	}
 	byClass := map[class][]Lane{}
+	routes := map[string]Route{}
 	for _, l := range lanes {
-		c := class{l.Scope(), l.Priority}
+		r, ok := d.cfg.Route(l.Zone)
+		if !ok {
+			if !d.homeless[l.Zone] {
+				d.homeless[l.Zone] = true
+				d.log.Warn().Str("zone", l.Zone).Msg("items wait for a zone no account holds (yet): they leave once the zone is configured or listed")
+			}
+			continue
+		}
+		routes[r.Account] = r
+		c := class{r.Account, l.Scope(), l.Priority}
 		byClass[c] = append(byClass[c], l)
 	}
-	// Within a scope, high lanes first, bulk last: bulk pops only what
-	// the window has left once the others were served.
-	for _, scope := range []purge.Scope{purge.ScopeFlex, purge.ScopeURL} {
-		for _, priority := range []string{"high", "", "bulk"} {
-			ls := byClass[class{scope, priority}]
-			if len(ls) == 0 {
-				continue
-			}
-			sort.Slice(ls, func(i, j int) bool { return ls[i].id() < ls[j].id() })
-			if err := d.serveScope(ctx, string(scope)+":"+priority, ls); err != nil {
-				return err
+	accounts := make([]string, 0, len(routes))
+	for a := range routes {
+		accounts = append(accounts, a)
+	}
+	sort.Strings(accounts)
+	// Within an account's scope, high lanes first, bulk last: bulk pops
+	// only what the window has left once the others were served.
+	for _, account := range accounts {
+		for _, scope := range []purge.Scope{purge.ScopeFlex, purge.ScopeURL} {
+			for _, priority := range []string{"high", "", "bulk"} {
+				ls := byClass[class{account, scope, priority}]
+				if len(ls) == 0 {
+					continue
+				}
+				sort.Slice(ls, func(i, j int) bool { return ls[i].id() < ls[j].id() })
+				if err := d.serveScope(ctx, routes[account], account+":"+string(scope)+":"+priority, ls); err != nil {
+					return err
+				}
 			}
 		}
 	}
@@ -159,13 +190,13 @@ func (d *Dispatcher) pass(ctx context.Context) error {
 // also keys its round-robin cursor) at most one chunk per round,
 // starting where the last round stopped, until the window is full or a
 // round pops nothing.
-func (d *Dispatcher) serveScope(ctx context.Context, class string, lanes []Lane) error {
+func (d *Dispatcher) serveScope(ctx context.Context, r Route, class string, lanes []Lane) error {
 	for {
 		popped := false
 		start := d.cursor[class]
 		for i := range lanes {
 			lane := lanes[(start+i)%len(lanes)]
-			status, err := d.tryLane(ctx, lane)
+			status, err := d.tryLane(ctx, r, lane)
 			if err != nil {
 				return err
 			}
@@ -186,11 +217,15 @@ func (d *Dispatcher) serveScope(ctx context.Context, class string, lanes []Lane)
 
 // tryLane pops the lane's next chunk if it is full, or partial and ready
 // and the limits could carry it now.
-func (d *Dispatcher) tryLane(ctx context.Context, lane Lane) (PopStatus, error) {
+func (d *Dispatcher) tryLane(ctx context.Context, r Route, lane Lane) (PopStatus, error) {
 	if time.Now().Before(d.notBefore[lane]) {
 		return NotReady, nil
 	}
-	req := PopRequest{Lane: lane, Cap: d.cfg.Caps(lane.Kind), Wait: d.cfg.BatchWait, Eager: d.cfg.EagerFull, Window: d.cfg.Window, Lease: d.cfg.Lease, Owner: d.id,
+	owner := d.id // the window: per scope of this dispatcher, and per account
+	if r.Account != "" {
+		owner += "@" + r.Account
+	}
+	req := PopRequest{Lane: lane, Cap: r.Caps(lane.Kind), Wait: d.cfg.BatchWait, Eager: d.cfg.EagerFull, Window: d.cfg.Window, Lease: d.cfg.Lease, Owner: owner,
 		EverythingInterval: d.cfg.EverythingInterval}
 	switch lane.Priority {
 	case "high":
@@ -206,11 +241,18 @@ func (d *Dispatcher) tryLane(ctx context.Context, lane Lane) (PopStatus, error) 
 		return 0, err
 	}
 	if res.Status == PartialReady {
-		peek, err := d.limits.Peek(ctx, limits.Need{Kind: lane.Kind, Items: res.Size})
+		peek, err := r.Limits.Peek(ctx, limits.Need{Kind: lane.Kind, Items: res.Size, Lane: lane.Zone})
 		if err != nil {
 			return 0, err
 		}
-		if !peek.OK {
+		// A lane the limits have not served for a batch wait leaves anyway,
+		// one call beyond the window: its call then waits in line for the
+		// next capacity ahead of the busier lanes (limits.Need.Lane).
+		starved := !peek.OK && !strings.HasPrefix(peek.Blocker, "cooldown:") && peek.At.Sub(peek.LastServed) >= d.cfg.BatchWait
+		if starved {
+			req.Window = d.cfg.Window + 1
+		}
+		if !peek.OK && !starved {
 			// Hold partial chunks while the limits are busy: the items
 			// keep coalescing, and the call that leaves later is fuller.
 			d.notBefore[lane] = time.Now().Add(min(peek.Wait, d.cfg.BatchWait))

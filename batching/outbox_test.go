@@ -577,8 +577,10 @@ func TestDispatcherFairness(t *testing.T) {
 		}()
 		return nil
 	}
-	d = NewDispatcher(ob, always{}, enqueue, DispatcherConfig{
-		Caps: func(purge.Kind) int { return 100 }, BatchWait: 50 * time.Millisecond, Window: 1,
+	d = NewDispatcher(ob, enqueue, DispatcherConfig{
+		Route: func(string) (Route, bool) {
+			return Route{Limits: always{}, Caps: func(purge.Kind) int { return 100 }}, true
+		}, BatchWait: 50 * time.Millisecond, Window: 1,
 		Lease: time.Hour, Tick: 5 * time.Millisecond, StrandedAfter: time.Second,
 	}, zerolog.Nop())
 	ctx, cancel := context.WithCancel(context.Background())

@@ -20,19 +20,38 @@ type keys struct {
 	flex, url                     string // hash: tokens, ts (µs)
 	coolGlobal, coolFlex, coolURL string // string: cooldown end (µs)
 	claimFlex, claimURL           string // string: a high call's claim on the next token
+	waitFlex, waitURL             string // zset: lanes waiting for the bucket (+ ":until" hash)
+	globalWaiters                 string // zset: lanes waiting for the window (+ ":until" hash)
+	served                        string // zset: lane → last grant
+	cloudflare                    string // hash: Cloudflare's own count (Observe)
 }
 
-func keysFor(scope string) keys {
-	p := "purgeq:limits:{" + scope + "}:"
+// keysFor names the keys of a token's window and an account's buckets.
+// Cloudflare counts the global window per token and the purge buckets per
+// account; every key shares the token's hash slot, so that one script
+// takes from both. The account "" is a single-account deployment's (the
+// keys it always used).
+func keysFor(token, account string) keys {
+	p := "purgeq:limits:{" + token + "}:"
+	b := p
+	if account != "" {
+		b += "account:" + account + ":"
+	}
 	return keys{
 		window:     p + "window",
-		flex:       p + "bucket:flex",
-		url:        p + "bucket:url",
 		coolGlobal: p + "cooldown:global",
-		coolFlex:   p + "cooldown:flex",
-		coolURL:    p + "cooldown:url",
-		claimFlex:  p + "claim:flex",
-		claimURL:   p + "claim:url",
+		flex:       b + "bucket:flex",
+		url:        b + "bucket:url",
+		coolFlex:   b + "cooldown:flex",
+		coolURL:    b + "cooldown:url",
+		claimFlex:  b + "claim:flex",
+		claimURL:   b + "claim:url",
+		waitFlex:   b + "waiters:flex",
+		waitURL:    b + "waiters:url",
+
+		globalWaiters: p + "waiters:global",
+		served:        p + "served",
+		cloudflare:    p + "cloudflare",
 	}
 }
 
@@ -42,6 +61,14 @@ func (k keys) bucket(s purge.Scope) (bucket, cooldown string) {
 		return k.url, k.coolURL
 	}
 	return k.flex, k.coolFlex
+}
+
+// waiters is the line of lanes waiting for a bucket scope.
+func (k keys) waiters(s purge.Scope) string {
+	if s == purge.ScopeURL {
+		return k.waitURL
+	}
+	return k.waitFlex
 }
 
 // claim is the claim key of a bucket scope.

@@ -19,8 +19,12 @@ import (
 // Config is one API token's limits.
 type Config struct {
 	// Token names the API token in Redis keys: use Fingerprint(token),
-	// never the token. Workers sharing a token must share it.
+	// never the token. Workers sharing a token must share it; so do
+	// accounts sharing a token (they share its global window and cooldown).
 	Token string
+	// Account names the Cloudflare account whose purge buckets the calls
+	// use ("": a single-account deployment).
+	Account string
 	// Global is the number of calls per window this deployment may make
 	// with the token. Leave headroom below Cloudflare's 1200/5m for the
 	// dashboard and other tools.
@@ -71,10 +75,11 @@ func New(rdb redis.Cmdable, cfg Config) (*Limiter, error) {
 	if err := errors.Join(errs...); err != nil {
 		return nil, err
 	}
-	return &Limiter{rdb: rdb, cfg: cfg, keys: keysFor(cfg.Token)}, nil
+	return &Limiter{rdb: rdb, cfg: cfg, keys: keysFor(cfg.Token, cfg.Account)}, nil
 }
 
-// Need is what one API call needs of the limits.
+// Need is what one API call needs of the limits. The zero Need is an API
+// call that is no purge (listing zones): a slot in the global window only.
 type Need struct {
 	Kind purge.Kind
 	// Items is the number of items; URL purges take one URL token each.
@@ -82,6 +87,10 @@ type Need struct {
 	// High marks a high-priority call: when it must wait, it claims the
 	// bucket's next token.
 	High bool
+	// Lane names what the call is fair to (its zone): a call that must
+	// wait holds a place in line for its lane, ordered by when the lane
+	// was last served. Empty: no place in line.
+	Lane string
 }
 
 func (c Need) bucket() purge.Scope { return purge.BucketScope(c.Kind) }
@@ -108,23 +117,39 @@ type Result struct {
 	BucketTokens    int
 	// At is the Redis server's time of the decision.
 	At time.Time
+	// LastServed is when the call's lane last got capacity (zero: not
+	// within the last hour).
+	LastServed time.Time
 }
 
 // acquireCmd takes a slot in the global window and tokens from one bucket,
-// all or nothing.
+// all or nothing, in a fair order.
+//
+// Fairness: a call that must wait for its bucket (or, its bucket holding a
+// token, for the global window) registers its lane as a waiter, scored by
+// when the lane was last served. A call that finds capacity leaves it to an
+// older-served waiter that still asks (it comes back by its deadline), so a
+// lone item of a quiet zone goes out with the next token instead of
+// behind every call of a busy zone already waiting; and a call whose bucket
+// has a token wins the next global slot over calls of a scope whose bucket
+// is never the constraint.
 //
 // KEYS[1] window zset, KEYS[2] bucket hash, KEYS[3] global cooldown,
 // KEYS[4] bucket cooldown, KEYS[5] the bucket's claim (a high-priority
-// call waiting for its next token).
+// call waiting for its next token), KEYS[6] bucket waiters (zset: lane →
+// last served), KEYS[7] their deadlines (hash), KEYS[8] global waiters,
+// KEYS[9] their deadlines, KEYS[10] served (zset: lane → last grant),
+// KEYS[11] Cloudflare's own count (hash: r, until, at; Observe).
 // ARGV[1] "1" for a dry run (Peek), ARGV[2] "1" if the call counts in the
 // window, ARGV[3] window limit, ARGV[4] window length with guard (µs),
 // ARGV[5] bucket refill per µs, ARGV[6] bucket size, ARGV[7] tokens needed,
 // ARGV[8] unique member for the window, ARGV[9] the bucket's name,
 // ARGV[10] the guard (µs), ARGV[11] "1" for a high-priority call: one that
 // must wait claims the bucket's next token, which other calls then leave
-// to it.
+// to it; ARGV[12] the lane ("" for none: no fairness), ARGV[13] how long
+// past its wait a waiter stays registered (µs).
 // Returns {ok 0|1, wait µs, blocker, window slots left, bucket tokens left,
-// server time µs}.
+// server time µs, the lane's last grant µs or 0}.
 var acquireCmd = redis.NewScript(`
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
@@ -132,20 +157,51 @@ local dry = ARGV[1] == '1'
 local counts = ARGV[2] == '1'
 local limit, win = tonumber(ARGV[3]), tonumber(ARGV[4])
 local refill, burst, need = tonumber(ARGV[5]), tonumber(ARGV[6]), tonumber(ARGV[7])
+local high, lane, slack = ARGV[11] == '1', ARGV[12], tonumber(ARGV[13])
+local me = ARGV[9] .. '|' .. lane
 local wait, blocker = 0, ''
 -- Lua's tostring keeps 14 digits; µs timestamps have 16.
 local function exact(x) return string.format('%.0f', x) end
 local function consider(w, name)
   if w > wait then wait, blocker = w, name end
 end
+-- how many waiters served before this lane still ask (up to 16),
+-- pruning those past their deadline
+local function rivals(wkey, ukey, served)
+  local list = redis.call('ZRANGEBYSCORE', wkey, '-inf', '(' .. exact(served), 'LIMIT', 0, 16)
+  local n = 0
+  for _, m in ipairs(list) do
+    if (tonumber(redis.call('HGET', ukey, m)) or 0) < now then
+      redis.call('ZREM', wkey, m)
+      redis.call('HDEL', ukey, m)
+    elseif m ~= me then
+      n = n + 1
+    end
+  end
+  return n
+end
+local served = tonumber(redis.call('ZSCORE', KEYS[10], me)) or 0
 
 consider((tonumber(redis.call('GET', KEYS[3])) or 0) - now, 'cooldown:global')
 consider((tonumber(redis.call('GET', KEYS[4])) or 0) - now, 'cooldown:' .. ARGV[9])
 
 local inwin = redis.call('ZCOUNT', KEYS[1], '(' .. exact(now - win), '+inf')
+local function nextSlot()
+  local e = redis.call('ZRANGEBYSCORE', KEYS[1], '(' .. exact(now - win), '+inf', 'WITHSCORES', 'LIMIT', math.max(0, inwin - limit), 1)
+  if #e == 0 then return 1 end
+  return math.max(1, tonumber(e[2]) + win - now)
+end
 if counts and inwin >= limit then
-  local e = redis.call('ZRANGEBYSCORE', KEYS[1], '(' .. exact(now - win), '+inf', 'WITHSCORES', 'LIMIT', inwin - limit, 1)
-  consider(tonumber(e[2]) + win - now, 'global')
+  consider(nextSlot(), 'global')
+end
+-- Cloudflare's own count of what is left (the token may be used
+-- elsewhere): never more than it said remains, less what went since.
+local cf = redis.call('HMGET', KEYS[11], 'r', 'until', 'at')
+if counts and cf[1] and tonumber(cf[2]) > now then
+  local used = redis.call('ZCOUNT', KEYS[1], exact(tonumber(cf[3]) - tonumber(ARGV[10])), '+inf')
+  if tonumber(cf[1]) - used <= 0 then
+    consider(tonumber(cf[2]) - now, 'cloudflare')
+  end
 end
 
 local b = redis.call('HMGET', KEYS[2], 'tokens', 'ts')
@@ -156,15 +212,25 @@ tokens = math.min(burst, tokens + math.max(0, now - ts) * refill)
 -- arriving up to the guard closer together than they were acquired still
 -- find Cloudflare's bucket holding enough.
 local want = need + math.min(refill * tonumber(ARGV[10]), burst - need)
+local globalOnly = ARGV[14] == '1'
+if globalOnly then want = 0 end
+local bucketWait = 0
 if tokens < want then
-  consider(math.ceil((want - tokens) / refill), ARGV[9])
+  bucketWait = math.ceil((want - tokens) / refill)
+  consider(bucketWait, ARGV[9])
 end
-local high = ARGV[11] == '1'
+local second = math.max(1, math.ceil((want + need - tokens) / refill))
 if not high then
   local claim = redis.call('PTTL', KEYS[5])
   if claim > 0 and tokens < want + need then
     -- a high call waits for the next token: leave it to it
-    consider(math.max(1, math.ceil((want + need - tokens) / refill)), 'claim:' .. ARGV[9])
+    consider(second, 'claim:' .. ARGV[9])
+  end
+  if lane ~= '' and bucketWait == 0 and tokens < want + need and rivals(KEYS[6], KEYS[7], served) > 0 then
+    consider(second, 'fair:' .. ARGV[9])
+  end
+  if lane ~= '' and wait == 0 and counts and rivals(KEYS[8], KEYS[9], served) >= limit - inwin then
+    consider(nextSlot(), 'fair:global')
   end
 end
 if high and not dry then
@@ -176,10 +242,22 @@ if high and not dry then
 end
 
 if wait > 0 then
-  return {0, math.ceil(wait), blocker, math.max(0, limit - inwin), math.floor(tokens), now}
+  if not dry and lane ~= '' and not high and string.sub(blocker, 1, 9) ~= 'cooldown:' then
+    -- wait in line: for the bucket, or (the bucket holding a token) for
+    -- the global window
+    local wkey, ukey = KEYS[6], KEYS[7]
+    if bucketWait == 0 and (blocker == 'global' or blocker == 'fair:global' or blocker == 'cloudflare') then
+      wkey, ukey = KEYS[8], KEYS[9]
+    end
+    redis.call('ZADD', wkey, served, me)
+    redis.call('HSET', ukey, me, exact(now + wait + slack))
+    redis.call('PEXPIRE', wkey, math.ceil((wait + slack) / 1000) + 1000)
+    redis.call('PEXPIRE', ukey, math.ceil((wait + slack) / 1000) + 1000)
+  end
+  return {0, math.ceil(wait), blocker, math.max(0, limit - inwin), math.floor(tokens), now, served}
 end
 if dry then
-  return {1, 0, '', math.max(0, limit - inwin), math.floor(tokens), now}
+  return {1, 0, '', math.max(0, limit - inwin), math.floor(tokens), now, served}
 end
 if counts then
   redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', exact(now - win))
@@ -187,10 +265,19 @@ if counts then
   redis.call('PEXPIRE', KEYS[1], math.ceil(win / 1000) + 1000)
   inwin = inwin + 1
 end
-tokens = tokens - need
-redis.call('HSET', KEYS[2], 'tokens', tostring(tokens), 'ts', exact(now))
-redis.call('PEXPIRE', KEYS[2], math.ceil((burst - tokens) / refill / 1000) + 1000)
-return {1, 0, '', math.max(0, limit - inwin), math.floor(tokens), now}
+if not globalOnly then
+  tokens = tokens - need
+  redis.call('HSET', KEYS[2], 'tokens', tostring(tokens), 'ts', exact(now))
+  redis.call('PEXPIRE', KEYS[2], math.ceil((burst - tokens) / refill / 1000) + 1000)
+end
+if lane ~= '' then
+  for _, k in ipairs({KEYS[6], KEYS[8]}) do redis.call('ZREM', k, me) end
+  for _, k in ipairs({KEYS[7], KEYS[9]}) do redis.call('HDEL', k, me) end
+  redis.call('ZADD', KEYS[10], exact(now), me)
+  redis.call('ZREMRANGEBYSCORE', KEYS[10], '-inf', exact(now - 3600000000))
+  redis.call('PEXPIRE', KEYS[10], 3600000)
+end
+return {1, 0, '', math.max(0, limit - inwin), math.floor(tokens), now, served}
 `)
 
 // Acquire takes everything c needs, or nothing and says how long to wait.
@@ -209,21 +296,27 @@ func (l *Limiter) run(ctx context.Context, c Need, dry bool) (Result, error) {
 		b = l.cfg.URL
 	}
 	need := c.tokens()
+	if c.Kind == "" {
+		need = 0
+	}
 	if need > b.Burst {
 		return Result{}, fmt.Errorf("limits: a call of %d %s needs %d tokens but the %s bucket holds at most %d", c.Items, c.Kind, need, c.bucket(), b.Burst)
 	}
 	bucketKey, coolKey := l.keys.bucket(c.bucket())
-	counts := c.Kind != purge.Files || l.cfg.GlobalCountsFiles
+	counts := c.Kind != purge.Files || l.cfg.GlobalCountsFiles // a non-purge call (Kind "") counts
 	window := l.cfg.Global.Per + l.cfg.Guard
+	waiters := l.keys.waiters(c.bucket())
 	res, err := acquireCmd.Run(ctx, l.rdb,
-		[]string{l.keys.window, bucketKey, l.keys.coolGlobal, coolKey, l.keys.claim(c.bucket())},
+		[]string{l.keys.window, bucketKey, l.keys.coolGlobal, coolKey, l.keys.claim(c.bucket()),
+			waiters, waiters + ":until", l.keys.globalWaiters, l.keys.globalWaiters + ":until", l.keys.served, l.keys.cloudflare},
 		flag(dry), flag(counts), l.cfg.Global.N, window.Microseconds(),
 		strconv.FormatFloat(b.Rate.PerSecond()/1e6, 'g', -1, 64), b.Burst, need, member(), string(c.bucket()), l.cfg.Guard.Microseconds(), flag(c.High),
+		c.Lane, waiterSlack.Microseconds(), flag(c.Kind == ""),
 	).Slice()
 	if err != nil {
 		return Result{}, fmt.Errorf("limits: acquire: %w", err)
 	}
-	if len(res) != 6 {
+	if len(res) != 7 {
 		return Result{}, fmt.Errorf("limits: acquire: unexpected reply %v", res)
 	}
 	ok, _ := res[0].(int64)
@@ -232,8 +325,43 @@ func (l *Limiter) run(ctx context.Context, c Need, dry bool) (Result, error) {
 	remaining, _ := res[3].(int64)
 	tokens, _ := res[4].(int64)
 	at, _ := res[5].(int64)
-	return Result{OK: ok == 1, Wait: time.Duration(wait) * time.Microsecond, Blocker: blocker,
-		GlobalRemaining: int(remaining), BucketTokens: int(tokens), At: time.UnixMicro(at)}, nil
+	r := Result{OK: ok == 1, Wait: time.Duration(wait) * time.Microsecond, Blocker: blocker,
+		GlobalRemaining: int(remaining), BucketTokens: int(tokens), At: time.UnixMicro(at)}
+	if served, _ := res[6].(int64); served > 0 {
+		r.LastServed = time.UnixMicro(served)
+	}
+	return r, nil
+}
+
+// waiterSlack is how long past its wait a call keeps its place in line:
+// one that does not ask again by then (re-scheduled, crashed) loses it.
+const waiterSlack = 500 * time.Millisecond
+
+// observeCmd keeps what Cloudflare said remains of the token's window.
+//
+// KEYS[1] the observation hash. ARGV[1] remaining, ARGV[2] µs until
+// Cloudflare's window frees a slot.
+var observeCmd = redis.NewScript(`
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
+local untilv = now + tonumber(ARGV[2])
+redis.call('HSET', KEYS[1], 'r', ARGV[1], 'until', string.format('%.0f', untilv), 'at', string.format('%.0f', now))
+redis.call('PEXPIRE', KEYS[1], math.ceil(tonumber(ARGV[2]) / 1000) + 1000)
+return 1
+`)
+
+// Observe folds in Cloudflare's own count of the token's window (its
+// Ratelimit header: remaining calls, and when the window frees a slot):
+// until then, calls go only while fewer have been acquired since than it
+// said remain. It never loosens the configured limit, which still holds.
+func (l *Limiter) Observe(ctx context.Context, remaining int, reset time.Duration) error {
+	if reset <= 0 {
+		return nil
+	}
+	if err := observeCmd.Run(ctx, l.rdb, []string{l.keys.cloudflare}, max(0, remaining), reset.Microseconds()).Err(); err != nil {
+		return fmt.Errorf("limits: observe: %w", err)
+	}
+	return nil
 }
 
 // members make window entries unique across processes: a random process
@@ -344,7 +472,7 @@ func (l *Limiter) State(ctx context.Context) (State, error) {
 	if err != nil {
 		return State{}, err
 	}
-	cool, err := Cooldowns(ctx, l.rdb, l.cfg.Token)
+	cool, err := cooldowns(ctx, l.rdb, l.keys)
 	if err != nil {
 		return State{}, err
 	}
@@ -359,7 +487,10 @@ func (l *Limiter) State(ctx context.Context) (State, error) {
 // left, by the Redis clock. It needs only the scope (Fingerprint of the
 // token), so that producers can show it.
 func Cooldowns(ctx context.Context, rdb redis.Cmdable, scope string) (map[purge.Scope]time.Duration, error) {
-	k := keysFor(scope)
+	return cooldowns(ctx, rdb, keysFor(scope, ""))
+}
+
+func cooldowns(ctx context.Context, rdb redis.Cmdable, k keys) (map[purge.Scope]time.Duration, error) {
 	scopes := []purge.Scope{purge.ScopeGlobal, purge.ScopeFlex, purge.ScopeURL}
 	var now *redis.TimeCmd
 	var ends *redis.SliceCmd

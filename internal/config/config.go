@@ -17,7 +17,6 @@ import (
 	"github.com/kelseyhightower/envconfig"
 
 	"github.com/purgeq/purgeq/internal/redisconn"
-	"github.com/purgeq/purgeq/limits"
 	"github.com/purgeq/purgeq/limits/rate"
 	"github.com/purgeq/purgeq/purge"
 	"github.com/purgeq/purgeq/tasks"
@@ -35,8 +34,11 @@ type Config struct {
 	APITokenFile string        `envconfig:"CLOUDFLARE_API_TOKEN_FILE" desc:"read the API token from this file instead (container secrets)"`
 	APITimeout   time.Duration `envconfig:"CLOUDFLARE_API_TIMEOUT" default:"30s" desc:"bound on one API call, response included"`
 
-	Zones tasks.Zones `envconfig:"ZONES" desc:"zones to purge: example.com=<zone id>,example.org=<zone id>"`
-	Plan  string      `envconfig:"PLAN" default:"free" desc:"free, pro, business or enterprise: default caps and purge limits"`
+	Zones     tasks.Zones `envconfig:"ZONES" desc:"zones to purge: example.com=<zone id>,example.org=<zone id>; with neither this nor PURGE_ZONES_FILE (nor zones in the configuration file), the worker lists the token's zones through the API"`
+	ZonesFile string      `envconfig:"ZONES_FILE" desc:"zones one name=id a line (# comments), for more zones than an environment variable holds; added to PURGE_ZONES"`
+	// ZonesRefresh is how often discovered zones are listed again.
+	ZonesRefresh time.Duration `envconfig:"ZONES_REFRESH" default:"10m" desc:"how often a worker lists discovered zones again (GET /zones; a host matching no zone asks for a refresh sooner, at most once a minute)"`
+	Plan         string        `envconfig:"PLAN" default:"free" desc:"free, pro, business or enterprise: default caps and purge limits"`
 
 	GlobalLimit       rate.Rate     `envconfig:"GLOBAL_LIMIT" default:"1000/5m" desc:"calls per window per API token across all workers, N/DURATION (Cloudflare allows 1200/5m; the rest is headroom for the dashboard and other tools)"`
 	GlobalGuard       time.Duration `envconfig:"GLOBAL_GUARD" desc:"extra window length covering network jitter between acquisition and arrival (default: 1% of the window, at most 1s)"`
@@ -70,6 +72,7 @@ type Config struct {
 
 	HTTPAddr         string   `envconfig:"HTTP_ADDR" default:"127.0.0.1:8080" desc:"worker's HTTP side: UI, metrics, health"`
 	MetricsAddr      string   `envconfig:"METRICS_ADDR" desc:"serve /metrics, /healthz and /readyz on this address, without the UI's credentials; /metrics then leaves PURGE_HTTP_ADDR, health stays on both (default: metrics on PURGE_HTTP_ADDR)"`
+	MetricsTopZones  int      `envconfig:"METRICS_TOP_ZONES" default:"20" desc:"how many zone backlogs (zone and kind, the deepest) get series of their own (purgeq_outbox_zone_items); 0: none"`
 	UIUser           string   `envconfig:"UI_USER" desc:"basic auth user for the UI"`
 	UIPassword       string   `envconfig:"UI_PASSWORD" desc:"basic auth password for the UI (never logged)"`
 	UIPasswordFile   string   `envconfig:"UI_PASSWORD_FILE" desc:"read the UI password from this file instead"`
@@ -79,11 +82,15 @@ type Config struct {
 	IntakeTokensFile string   `envconfig:"INTAKE_TOKENS_FILE" desc:"read the intake tokens from this file instead (one per line, or comma-separated)"`
 	Server           string   `envconfig:"SERVER" desc:"enqueue sends through this intake (http(s)://host:port) with PURGE_SERVER_TOKEN instead of talking to Redis"`
 	ServerToken      string   `envconfig:"SERVER_TOKEN" desc:"bearer token for PURGE_SERVER (never logged)"`
-	ConfigFile       string   `envconfig:"CONFIG_FILE" desc:"YAML file of producers (name, token or token_file, zones, kinds, purge_everything, priority, rate); the variables still set everything it does not"`
+	ConfigFile       string   `envconfig:"CONFIG_FILE" desc:"YAML file of accounts (name, api_token or api_token_file, plan, limit overrides, zones) and producers (name, token or token_file, zones, kinds, purge_everything, priority, rate); the variables still set everything it does not"`
 
 	// Callbacks (callbacks.go) and Probes (probes.go): proof of purge.
 	Callbacks
 	Probes
+
+	// Accounts are PURGE_CONFIG_FILE's accounts, else the one account the
+	// variables describe (named DefaultAccount).
+	Accounts []Account `ignored:"true"`
 
 	// Producers are the intake's callers: PURGE_CONFIG_FILE's, then one
 	// per PURGE_INTAKE_TOKENS token with every right.
@@ -168,7 +175,17 @@ func Load() (*Config, error) {
 			errs = append(errs, err)
 		}
 	}
-	producers, err := loadProducers(c.ConfigFile, c.Zones, c.IntakeTokens)
+	if err := c.readZonesFile(); err != nil {
+		errs = append(errs, err)
+	}
+	file, err := readConfigFile(c.ConfigFile)
+	if err != nil {
+		errs = append(errs, err)
+	}
+	if err := c.loadAccounts(file.Accounts, c.ConfigFile); err != nil {
+		errs = append(errs, err)
+	}
+	producers, err := loadProducers(c.ConfigFile, file.Producers, c.Zones, c.IntakeTokens)
 	if err != nil {
 		errs = append(errs, err)
 	}
@@ -262,16 +279,13 @@ func (c *Config) check() error {
 // that fit the buckets. It names every problem.
 func (c *Config) CheckWorker() error {
 	var errs []error
-	if c.APIToken == "" {
-		errs = append(errs, errors.New("PURGE_CLOUDFLARE_API_TOKEN (or PURGE_CLOUDFLARE_API_TOKEN_FILE) is not set"))
-	}
-	if len(c.Zones) == 0 {
-		errs = append(errs, errors.New("PURGE_ZONES is not set: want example.com=<zone id>,…"))
+	if c.APIToken == "" && len(c.Accounts) == 1 && c.Accounts[0].Name == DefaultAccount {
+		errs = append(errs, errors.New("PURGE_CLOUDFLARE_API_TOKEN (or PURGE_CLOUDFLARE_API_TOKEN_FILE, or accounts in PURGE_CONFIG_FILE) is not set"))
 	}
 	if err := checkAPIURL(c.APIURL); err != nil {
 		errs = append(errs, err)
 	}
-	if _, err := purge.PlanByName(c.Plan); err == nil {
+	if _, err := purge.PlanByName(c.Plan); err == nil && c.Accounts[0].Name == DefaultAccount {
 		p := c.ResolvedPlan()
 		if p.MaxFiles > p.URLBurst {
 			errs = append(errs, fmt.Errorf("PURGE_MAX_FILES %d exceeds PURGE_URL_BURST %d by %d: a full URL batch could never be sent", p.MaxFiles, p.URLBurst, p.MaxFiles-p.URLBurst))
@@ -328,9 +342,15 @@ func (c *Config) checkUIExposure() error {
 	return fmt.Errorf("PURGE_HTTP_ADDR %q is not a loopback address: set PURGE_UI_USER and PURGE_UI_PASSWORD, or listen on 127.0.0.1", c.HTTPAddr)
 }
 
-// ResolvedPlan is the plan preset with every override applied.
+// ResolvedPlan is PURGE_PLAN's preset with every override applied.
 func (c *Config) ResolvedPlan() purge.Plan {
 	p, _ := purge.PlanByName(c.Plan)
+	c.overridePlan(&p)
+	return p
+}
+
+// overridePlan applies the PURGE_FLEX_LIMIT … PURGE_MAX_FLEX overrides.
+func (c *Config) overridePlan(p *purge.Plan) {
 	if !c.FlexLimit.IsZero() {
 		p.FlexRate = c.FlexLimit
 	}
@@ -348,24 +368,6 @@ func (c *Config) ResolvedPlan() purge.Plan {
 	}
 	if c.MaxFlex > 0 {
 		p.MaxFlex = c.MaxFlex
-	}
-	return p
-}
-
-// Limits is the limiter configuration for the token.
-func (c *Config) Limits() limits.Config {
-	p := c.ResolvedPlan()
-	guard := c.GlobalGuard
-	if guard == 0 {
-		guard = min(time.Second, c.GlobalLimit.Per/100)
-	}
-	return limits.Config{
-		Token:             limits.Fingerprint(c.APIToken),
-		Global:            c.GlobalLimit,
-		Guard:             guard,
-		GlobalCountsFiles: c.GlobalCountsFiles,
-		Flex:              limits.Bucket{Rate: p.FlexRate, Burst: p.FlexBurst},
-		URL:               limits.Bucket{Rate: p.URLRate, Burst: p.URLBurst},
 	}
 }
 

@@ -83,7 +83,7 @@ func TestWorkerChecksNameEveryProblem(t *testing.T) {
 		t.Fatal(err)
 	}
 	err = c.CheckWorker()
-	for _, want := range []string{"PURGE_CLOUDFLARE_API_TOKEN", "PURGE_ZONES is not set", "PURGE_MAX_FILES 900 exceeds PURGE_URL_BURST 500 by 400", "PURGE_UI_USER"} {
+	for _, want := range []string{"PURGE_CLOUDFLARE_API_TOKEN", "PURGE_MAX_FILES 900 exceeds PURGE_URL_BURST 500 by 400", "PURGE_UI_USER"} {
 		if err == nil || !strings.Contains(err.Error(), want) {
 			t.Errorf("error %v does not mention %q", err, want)
 		}
@@ -137,7 +137,7 @@ func TestTokenFileAndPlanOverrides(t *testing.T) {
 	if p.MaxFiles != 500 || p.FlexRate.String() != "7/1s" || p.FlexBurst != 500 {
 		t.Errorf("plan = %+v", p)
 	}
-	if l := c.Limits(); l.Guard.String() != "100ms" || l.Token == "from-file" {
+	if l := c.AccountLimits(c.Accounts[0]); l.Guard.String() != "100ms" || l.Token == "from-file" {
 		t.Errorf("limits = %+v", l)
 	}
 }
@@ -187,8 +187,8 @@ func TestTokensTrimmed(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if c.Limits().Token != plain.Limits().Token {
-		t.Errorf("scope differs with surrounding whitespace: %q vs %q", c.Limits().Token, plain.Limits().Token)
+	if c.AccountLimits(c.Accounts[0]).Token != plain.AccountLimits(plain.Accounts[0]).Token {
+		t.Errorf("scope differs with surrounding whitespace: %q vs %q", c.Accounts[0].Token, plain.Accounts[0].Token)
 	}
 }
 
@@ -296,7 +296,7 @@ func TestAPIURLPlainHTTPOnlyToLoopback(t *testing.T) {
 		t.Fatal(err)
 	}
 	err = c.CheckWorker()
-	for _, want := range []string{"PURGE_CLOUDFLARE_API_URL \"http://api.example/client/v4\": plain http", "PURGE_CLOUDFLARE_API_TOKEN", "PURGE_ZONES", "PURGE_UI_USER"} {
+	for _, want := range []string{"PURGE_CLOUDFLARE_API_URL \"http://api.example/client/v4\": plain http", "PURGE_CLOUDFLARE_API_TOKEN", "PURGE_UI_USER"} {
 		if err == nil || !strings.Contains(err.Error(), want) {
 			t.Errorf("error %v does not mention %q", err, want)
 		}

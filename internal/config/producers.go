@@ -72,39 +72,42 @@ type fileProducer struct {
 	Rate            string   `yaml:"rate"`
 }
 
-// configFile is PURGE_CONFIG_FILE. Accounts are read so that a file
-// written for a later version fails with a clear message, not as unknown.
+// configFile is PURGE_CONFIG_FILE.
 type configFile struct {
-	Accounts  []yaml.Node    `yaml:"accounts"`
+	Accounts  []fileAccount  `yaml:"accounts"`
 	Producers []fileProducer `yaml:"producers"`
 }
 
-// loadProducers reads the producers of the configuration file at path and
-// adds those of PURGE_INTAKE_TOKENS (every right, priority normal). zones
-// are the configured zones (empty: not known here, the zones a producer
-// names are then not checked). Every problem is named.
-func loadProducers(path string, zones tasks.Zones, intakeTokens []string) ([]Producer, error) {
+// readConfigFile reads PURGE_CONFIG_FILE (none: an empty file), refusing
+// unknown fields.
+func readConfigFile(path string) (configFile, error) {
+	var f configFile
+	if path == "" {
+		return f, nil
+	}
+	raw, err := os.ReadFile(path)
+	if err != nil {
+		return f, fmt.Errorf("PURGE_CONFIG_FILE: %w", err)
+	}
+	dec := yaml.NewDecoder(bytes.NewReader(raw))
+	dec.KnownFields(true)
+	if err := dec.Decode(&f); err != nil && !errors.Is(err, io.EOF) {
+		return configFile{}, fmt.Errorf("PURGE_CONFIG_FILE %s: %w", path, err)
+	}
+	return f, nil
+}
+
+// loadProducers resolves the producers of the configuration file at path
+// and adds those of PURGE_INTAKE_TOKENS (every right, priority normal).
+// zones are the configured zones (empty: not known here, the zones a
+// producer names are then not checked). Every problem is named.
+func loadProducers(path string, file []fileProducer, zones tasks.Zones, intakeTokens []string) ([]Producer, error) {
 	var errs []error
 	var out []Producer
-	if path != "" {
-		raw, err := os.ReadFile(path)
-		if err != nil {
-			return nil, fmt.Errorf("PURGE_CONFIG_FILE: %w", err)
-		}
-		var f configFile
-		dec := yaml.NewDecoder(bytes.NewReader(raw))
-		dec.KnownFields(true)
-		if err := dec.Decode(&f); err != nil && !errors.Is(err, io.EOF) {
-			return nil, fmt.Errorf("PURGE_CONFIG_FILE %s: %w", path, err)
-		}
-		if len(f.Accounts) > 0 {
-			errs = append(errs, fmt.Errorf("PURGE_CONFIG_FILE %s: accounts: are not supported by this version; describe the account with PURGE_CLOUDFLARE_API_TOKEN, PURGE_ZONES and PURGE_PLAN", path))
-		}
-		for i, fp := range f.Producers {
-			p, perrs := fp.resolve(fmt.Sprintf("PURGE_CONFIG_FILE %s: producers[%d]", path, i), zones)
-			errs = append(errs, perrs...)
-			out = append(out, p)
-		}
+	for i, fp := range file {
+		p, perrs := fp.resolve(fmt.Sprintf("PURGE_CONFIG_FILE %s: producers[%d]", path, i), zones)
+		errs = append(errs, perrs...)
+		out = append(out, p)
 	}
 	for i, t := range intakeTokens {
 		out = append(out, TokenProducer(i+1, t))

@@ -35,7 +35,7 @@ producers:
     token: imp-secret
     priority: bulk
 `)
-	ps, err := loadProducers(path, testZones, []string{"legacy"})
+	ps, err := loadFileProducers(path, testZones, []string{"legacy"})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -71,7 +71,7 @@ producers:
   - name: c
     token: legacy
 `)
-	_, err := loadProducers(path, testZones, []string{"legacy"})
+	_, err := loadFileProducers(path, testZones, []string{"legacy"})
 	if err == nil {
 		t.Fatal("no error")
 	}
@@ -90,13 +90,22 @@ func TestProducersFileUnknownFieldsAndAccounts(t *testing.T) {
 	for text, want := range map[string]string{
 		"producers:\n  - name: a\n    token: t\n    zone: [x]\n": "field zone not found",
 		"producer:\n  - name: a\n":                               "field producer not found",
-		"accounts:\n  - name: main\n    api_token: x\n":          "accounts: are not supported",
+		"accounts:\n  - name: main\n    token: x\n":              "field token not found",
 	} {
-		_, err := loadProducers(writeFile(t, "f.yaml", text), testZones, nil)
+		_, err := loadFileProducers(writeFile(t, "f.yaml", text), testZones, nil)
 		if err == nil || !strings.Contains(err.Error(), want) {
 			t.Errorf("%q: %v, want %q", text, err, want)
 		}
 	}
+}
+
+// loadFileProducers reads the producers of the file at path.
+func loadFileProducers(path string, zones tasks.Zones, intakeTokens []string) ([]Producer, error) {
+	f, err := readConfigFile(path)
+	if err != nil {
+		return nil, err
+	}
+	return loadProducers(path, f.Producers, zones, intakeTokens)
 }
 
 func TestResolveProducerZones(t *testing.T) {

@@ -26,6 +26,7 @@ const Prefix = "purgeq:{purgeq}:"
 //	req:<id>                hash: a request's counters and status (Request)
 //	everything-sent:<lane>  the last purge-everything call popped for a zone (expires after PURGE_EVERYTHING_MIN_INTERVAL)
 //	merged:<call>           requests whose purge-everything merged into that call
+//	meta:<id>               hash: a request's follow-ups (callback, timing; RequestMeta)
 const (
 	// Lanes is the set of lanes with items waiting.
 	Lanes = Prefix + "lanes"
@@ -40,6 +41,9 @@ const (
 	Resent = Prefix + "stats:resent"
 	// Zones holds the zones the workers run with, for producers.
 	Zones = Prefix + "zones"
+	// ZonesWanted is set by a producer that met a host matching no zone:
+	// workers listing zones through the API then list them sooner.
+	ZonesWanted = Prefix + "zones-wanted"
 	// Replicated is written before WAIT (tasks.ClientOptions.Replicas).
 	Replicated = Prefix + "replicated"
 	// History holds the purge history's entries by call id, HistoryAt
@@ -48,10 +52,19 @@ const (
 	HistoryAt  = Prefix + "hist:at"
 	HistoryIDs = Prefix + "hist:ids"
 	HistorySeq = Prefix + "hist:seq"
+	// MetricsLease names the worker that exports the shared state's
+	// metrics (internal/metrics); it expires unless renewed.
+	MetricsLease = Prefix + "metrics:lease"
 )
 
 // HistoryDay is a day's item index of the purge history (day: Unix days).
 func HistoryDay(day int64) string { return Prefix + "hist:day:" + strconv.FormatInt(day, 10) }
+
+// Calls counts an account's calls to Cloudflare in an hour (Unix hours),
+// by Unix minute (batching.CallLog).
+func Calls(account string, hour int64) string {
+	return Prefix + "calls:" + account + ":" + strconv.FormatInt(hour, 10)
+}
 
 // Sent marks that an attempt of a call is about to reach the API (value:
 // the attempt's token and whether it was the first send).
@@ -71,6 +84,18 @@ func Outstanding(scope, owner string) string {
 
 // Request is a request's status hash.
 func Request(id string) string { return Prefix + "req:" + id }
+
+// RequestMeta is a request's follow-ups: its callback URL, not-before
+// time, repeat and the end last noted (batching.Requests).
+func RequestMeta(id string) string { return Prefix + "meta:" + id }
+
+// Ended lists "id state" for each end (done or failed) of a request with
+// follow-ups, until a worker has made them asynq tasks (internal/callback).
+const Ended = Prefix + "ended"
+
+// RepeatOf holds the payload of the request that will repeat request id,
+// until it is scheduled.
+func RepeatOf(id string) string { return Prefix + "repeat:" + id }
 
 // Staging holds a streamed request's chunks by index, per invocation.
 func Staging(id, nonce string) string {

@@ -69,6 +69,16 @@ type API interface {
 	Purge(ctx context.Context, zoneID string, b purge.Batch) (purge.Accepted, error)
 }
 
+// Account is what a call needs of its zone's Cloudflare account: the
+// account's limits, its API token's client and its cooldown
+// (PURGE_COOLDOWN, or the account's own).
+type Account struct {
+	Name     string
+	Limiter  Limiter
+	API      API
+	Cooldown time.Duration
+}
+
 // Limiter is what the call handler needs of limits.Limiter.
 type Limiter interface {
 	Acquire(ctx context.Context, c limits.Need) (limits.Result, error)
@@ -91,9 +101,10 @@ type CallStore interface {
 
 // CallHandler runs purge:call tasks.
 type CallHandler struct {
-	Outbox  CallStore
-	Limiter Limiter
-	API     API
+	Outbox CallStore
+	// Route finds the account of a zone id; false for a zone no account
+	// holds (any more): its calls are dead-lettered with advice.
+	Route func(zoneID string) (*Account, bool)
 	// Enqueue hands the re-sent part of a failed call back to the queue.
 	Enqueue batching.Enqueuer
 	// History keeps accepted calls (batching.History); nil keeps none.
@@ -104,8 +115,6 @@ type CallHandler struct {
 	Archive func(ctx context.Context, entries []batching.DeadEntry)
 	// InlineWait is the longest wait for the limits spent in-process.
 	InlineWait time.Duration
-	// GlobalCooldown is PURGE_COOLDOWN.
-	GlobalCooldown time.Duration
 	// MaxRetry is how many times a call is retried after a transient
 	// failure (PURGE_MAX_RETRY) before its items are dead-lettered. Waits
 	// for the limits never count.
@@ -114,7 +123,7 @@ type CallHandler struct {
 	Done func()
 	// Observe sees every API outcome (accepted, rate_limited, transient,
 	// permanent, misconfigured) for metrics; scope is set for rate_limited.
-	Observe func(c *tasks.Call, outcome string, scope purge.Scope)
+	Observe func(c *tasks.Call, account, outcome string, scope purge.Scope)
 	Log     zerolog.Logger
 
 	loud loudOnce
@@ -153,8 +162,15 @@ func (h *CallHandler) process(ctx context.Context, t *asynq.Task) error {
 		log.Info().Msg("call recorded before; finishing its hand-off")
 		return h.finish(ctx, log, call.ID, entries)
 	}
-	need := limits.Need{Kind: call.Kind, Items: len(call.Items), High: call.Priority == "high"}
-	if err := h.acquire(ctx, need); err != nil {
+	acct, ok := h.Route(call.Zone)
+	if !ok {
+		advice := fmt.Sprintf("zone %s is in no configured account (removed from the configuration while its items waited?); add it back and retry the entry", call.Zone)
+		log.Error().Str("outcome", "misconfigured").Msg(advice)
+		return h.fail(ctx, log, call, nil, all(len(call.Items)), batching.Failure{Reason: advice, Attempts: 1})
+	}
+	log = log.With().Str("account", acct.Name).Logger()
+	need := limits.Need{Kind: call.Kind, Items: len(call.Items), High: call.Priority == "high", Lane: call.Zone}
+	if err := h.acquire(ctx, acct.Limiter, need); err != nil {
 		return err
 	}
 	first, err := h.Outbox.MarkSent(ctx, call.ID, randomToken())
@@ -164,7 +180,7 @@ func (h *CallHandler) process(ctx context.Context, t *asynq.Task) error {
 	if !first {
 		log.Warn().Msg("re-sending a call whose earlier attempt had an unknown outcome (crash, timeout or reset): its items may be purged twice")
 	}
-	acc, err := h.API.Purge(ctx, call.Zone, call.Batch())
+	acc, err := acct.API.Purge(ctx, call.Zone, call.Batch())
 	outcome, scope := "accepted", purge.Scope("")
 	if err != nil {
 		c := purge.ClassOf(err)
@@ -175,15 +191,15 @@ func (h *CallHandler) process(ctx context.Context, t *asynq.Task) error {
 			scope = pe.Scope
 		}
 	}
-	h.Observe(call, outcome, scope)
-	return h.record(ctx, log, call, need, acc, err)
+	h.Observe(call, acct.Name, outcome, scope)
+	return h.record(ctx, log, call, acct, need, acc, err)
 }
 
 // acquire takes the call's limits, sleeping for short waits and
 // re-scheduling the task for long ones.
-func (h *CallHandler) acquire(ctx context.Context, need limits.Need) error {
+func (h *CallHandler) acquire(ctx context.Context, lim Limiter, need limits.Need) error {
 	for {
-		r, err := h.Limiter.Acquire(ctx, need)
+		r, err := lim.Acquire(ctx, need)
 		if err != nil {
 			return err
 		}
@@ -204,7 +220,7 @@ func (h *CallHandler) acquire(ctx context.Context, need limits.Need) error {
 }
 
 // record maps the outcome onto the outbox and asynq.
-func (h *CallHandler) record(ctx context.Context, log zerolog.Logger, call *tasks.Call, need limits.Need, acc purge.Accepted, err error) error {
+func (h *CallHandler) record(ctx context.Context, log zerolog.Logger, call *tasks.Call, acct *Account, need limits.Need, acc purge.Accepted, err error) error {
 	if err == nil {
 		// Cloudflare accepted the call: recording it must not fail for a
 		// blip, or the re-run would purge the items again.
@@ -245,8 +261,8 @@ func (h *CallHandler) record(ctx context.Context, log zerolog.Logger, call *task
 		if pe.RetryAfter > limits.MaxRetryAfter {
 			log.Warn().Dur("retry_after", pe.RetryAfter).Dur("kept", limits.MaxRetryAfter).Msg("Cloudflare's Retry-After is beyond any cooldown it documents; waiting the longest one kept instead")
 		}
-		d := h.Limiter.CooldownFor(pe, need, h.GlobalCooldown)
-		end, err := h.Limiter.Cooldown(ctx, pe.Scope, d)
+		d := acct.Limiter.CooldownFor(pe, need, acct.Cooldown)
+		end, err := acct.Limiter.Cooldown(ctx, pe.Scope, d)
 		if err != nil {
 			return err
 		}

@@ -179,11 +179,12 @@ func TestCallDecisions(t *testing.T) {
 		t.Run(tt.name, func(t *testing.T) {
 			store, api, lim := tt.store, &fakeAPI{err: tt.apiErr}, &fakeLimiter{busy: tt.busy}
 			var enqueued []string
-			h := &pipeline.CallHandler{Outbox: &store, Limiter: lim, API: api, InlineWait: time.Second, GlobalCooldown: time.Minute, MaxRetry: tt.maxRetry,
+			acct := &pipeline.Account{Name: "default", Limiter: lim, API: api, Cooldown: time.Minute}
+			h := &pipeline.CallHandler{Outbox: &store, Route: func(string) (*pipeline.Account, bool) { return acct, true }, InlineWait: time.Second, MaxRetry: tt.maxRetry,
 				Enqueue: func(_ context.Context, id string, _ []byte) error { enqueued = append(enqueued, id); return nil },
 				Archive: func(context.Context, []batching.DeadEntry) {},
 				Done:    func() {},
-				Observe: func(*tasks.Call, string, purge.Scope) {},
+				Observe: func(*tasks.Call, string, string, purge.Scope) {},
 				Log:     zerolog.Nop()}
 			err := h.ProcessTask(context.Background(), callTask(t, tt.items...))
 			var w *pipeline.Wait

@@ -100,17 +100,17 @@ func TestHTTPSide(t *testing.T) {
 		series string
 		delta  float64
 	}{
-		{`purgeq_api_calls_total{kind="files",outcome="accepted"}`, 3},
-		{`purgeq_items_purged_total{kind="files"}`, 250},
-		{`purgeq_items_purged_total{kind="tags"}`, 2},
-		{`purgeq_batch_fill_ratio_count{kind="files"}`, 3},
-		{`purgeq_enqueue_to_call_seconds_count`, 4},
+		{`purgeq_api_calls_total{account="default",kind="files",outcome="accepted"}`, 3},
+		{`purgeq_items_purged_total{account="default",kind="files"}`, 250},
+		{`purgeq_items_purged_total{account="default",kind="tags"}`, 2},
+		{`purgeq_batch_fill_ratio_count{account="default",kind="files"}`, 3},
+		{`purgeq_enqueue_to_call_seconds_count{account="default"}`, 4},
 	} {
 		if d := metric(after, s.series) - metric(before, s.series); d < s.delta {
 			t.Errorf("%s moved by %v, want at least %v", s.series, d, s.delta)
 		}
 	}
-	for _, series := range []string{`purgeq_limit_remaining{scope="global"}`, `purgeq_cooldown_active{scope="global"}`, `purgeq_dead_letter_entries`,
+	for _, series := range []string{`purgeq_limit_remaining{account="default",scope="global"}`, `purgeq_cooldown_active{account="default",scope="global"}`, `purgeq_dead_letter_entries`,
 		`purgeq_queue_tasks{queue="purge-calls",state="completed"}`, `purgeq_resent_calls_total`} {
 		if !strings.Contains(after, series) {
 			t.Errorf("/metrics lacks %s", series)
@@ -194,7 +194,7 @@ func TestMetricsOwnAddress(t *testing.T) {
 	e.waitDone(20*time.Second, e.enqueue(tasks.PurgeRequest{Files: tasks.URLs("https://a.example/m")}).ID)
 
 	code, page := get(t, mbase+"/metrics", "", "")
-	if code != 200 || metric(page, `purgeq_items_purged_total{kind="files"}`) < 1 || !strings.Contains(page, "purgeq_dead_letter_entries") {
+	if code != 200 || metric(page, `purgeq_items_purged_total{account="default",kind="files"}`) < 1 || !strings.Contains(page, "purgeq_dead_letter_entries") {
 		t.Errorf("/metrics on PURGE_METRICS_ADDR: %d %.300s", code, page)
 	}
 	if strings.Contains(page, token) || strings.Contains(page, "s3cret-ui") {

@@ -59,19 +59,20 @@ func Run(ctx context.Context, cfg *config.Config, log zerolog.Logger) error {
 		return fmt.Errorf("redis at %s: %w", redisconn.Describe(cfg.RedisURL), err)
 	}
 
-	if err := tasks.PublishZones(ctx, rdb, cfg.Zones); err != nil {
-		return err
-	}
-	if err := limits.PublishToken(ctx, rdb, cfg.Limits().Token); err != nil {
-		return err
-	}
-	plan := cfg.ResolvedPlan()
-	lim, err := limits.New(rdb, cfg.Limits())
+	accts, err := newAccounts(cfg, rdb, log.With().Str("component", "zones").Logger())
 	if err != nil {
 		return err
 	}
-	api, err := purge.NewClient(purge.ClientConfig{BaseURL: cfg.APIURL, Token: cfg.APIToken, Timeout: cfg.APITimeout, UserAgent: "purgeq-worker"})
-	if err != nil {
+	if err := accts.discover(ctx); err != nil {
+		if purge.ClassOf(errors.Unwrap(err)) == purge.Misconfigured || purge.ClassOf(err) == purge.Misconfigured {
+			return err
+		}
+		log.Warn().Err(err).Msg("listing zones failed; retrying in the background")
+	}
+	if err := accts.publish(ctx); err != nil {
+		return err
+	}
+	if err := limits.PublishToken(ctx, rdb, cfg.AccountLimits(cfg.Accounts[0]).Token); err != nil {
 		return err
 	}
 	ob := batching.NewOutbox(rdb, cfg.RequestRetention)
@@ -79,8 +80,8 @@ func Run(ctx context.Context, cfg *config.Config, log zerolog.Logger) error {
 	ac := asynq.NewClientFromRedisClient(rdb)
 	callTimeout := cfg.InlineWait + cfg.APITimeout + 30*time.Second
 	enqueue := tasks.CallQueue{Client: ac, Timeout: callTimeout, Retention: callRetention}.Enqueue
-	disp := batching.NewDispatcher(ob, lim, enqueue, batching.DispatcherConfig{
-		Caps: plan.Cap, BatchWait: cfg.BatchWait, EagerFull: cfg.EagerFull, Window: cfg.CallWindow,
+	disp := batching.NewDispatcher(ob, enqueue, batching.DispatcherConfig{
+		Route: accts.Dispatch, BatchWait: cfg.BatchWait, EagerFull: cfg.EagerFull, Window: cfg.CallWindow,
 		Lease: cfg.Cooldown + cfg.RetryMax + callTimeout, Tick: dispatchTick, StrandedAfter: strandedAfter,
 		EverythingInterval: cfg.EverythingMinInterval,
 	}, log.With().Str("component", "dispatcher").Logger())
@@ -90,7 +91,8 @@ func Run(ctx context.Context, cfg *config.Config, log zerolog.Logger) error {
 	mux.Handle(tasks.TypeRequest, &pipeline.RequestHandler{Outbox: ob, Requests: requests, Redis: rdb, Admitted: disp.Admitted, Log: log})
 	insp := asynq.NewInspectorFromRedisClient(rdb)
 	reg := prometheus.NewRegistry()
-	m := metrics.New(reg, metrics.State{Outbox: ob, Dead: dead, Limiter: lim, Inspector: insp, Zones: cfg.Zones, Log: log})
+	m := metrics.New(reg, metrics.State{Redis: rdb, Outbox: ob, Dead: dead, Inspector: insp, Accounts: accts.Metrics, Zone: accts.ZoneName,
+		TopZones: cfg.MetricsTopZones, Log: log})
 	archive := func(ctx context.Context, entries []batching.DeadEntry) {
 		for _, e := range entries {
 			payload, _ := json.Marshal(e)
@@ -99,10 +101,14 @@ func Run(ctx context.Context, cfg *config.Config, log zerolog.Logger) error {
 			}
 		}
 	}
-	mux.Handle(tasks.TypeCall, &pipeline.CallHandler{Outbox: ob, Limiter: lim, API: api, Enqueue: enqueue, Archive: archive,
+	mux.Handle(tasks.TypeCall, &pipeline.CallHandler{Outbox: ob, Route: accts.Call, Enqueue: enqueue, Archive: archive,
 		History:    batching.NewHistory(rdb, cfg.HistoryRetention),
-		InlineWait: cfg.InlineWait, GlobalCooldown: cfg.Cooldown, MaxRetry: cfg.MaxRetry, Done: disp.Wake, Log: log,
-		Observe: func(c *tasks.Call, outcome string, scope purge.Scope) { m.Observe(c, outcome, scope, plan.Cap(c.Kind)) }})
+		InlineWait: cfg.InlineWait, MaxRetry: cfg.MaxRetry, Done: disp.Wake, Log: log,
+		Observe: func(c *tasks.Call, account, outcome string, scope purge.Scope) {
+			if a, ok := accts.of(c.Zone); ok {
+				m.Observe(c, account, outcome, scope, a.cfg.Plan.Cap(c.Kind))
+			}
+		}})
 	mux.Handle(tasks.TypeDead, &pipeline.DeadHandler{Dead: dead, Retried: disp.Admitted, Log: log})
 	srv := asynq.NewServerFromRedisClient(rdb, asynq.Config{
 		Concurrency:              cfg.WorkerConcurrency(),
@@ -151,12 +157,23 @@ func Run(ctx context.Context, cfg *config.Config, log zerolog.Logger) error {
 	if len(listeners) > 1 {
 		ev = ev.Str("metrics", "http://"+listeners[1].Addr().String()+"/metrics")
 	}
-	ev.Str("plan", plan.Name).Str("global_limit", cfg.GlobalLimit.String()).
-		Int("zones", len(cfg.Zones)).Str("token", limits.Fingerprint(cfg.APIToken)).Msg("worker started")
+	ev.Int("accounts", len(accts.list)).Int("zones", len(accts.Zones())).Msg("worker started")
+	for _, a := range accts.list {
+		ev := log.Info().Str("account", a.cfg.Name).Str("plan", a.cfg.Plan.Name).Str("global_limit", a.cfg.Global.String()).
+			Str("token", limits.Fingerprint(a.cfg.Token))
+		if a.cfg.Discovers() {
+			ev = ev.Str("zones", "listed through the API")
+		} else {
+			ev = ev.Int("zones", len(a.cfg.Zones))
+		}
+		ev.Msg("account")
+	}
 
 	var wg sync.WaitGroup
 	dctx, stopDispatch := context.WithCancel(context.Background())
 	wg.Go(func() { disp.Run(dctx) })
+	wg.Go(func() { accts.runDiscovery(dctx, cfg.ZonesRefresh) })
+	wg.Go(func() { m.Run(dctx) })
 	for i, s := range servers {
 		wg.Go(func() {
 			if err := s.Serve(listeners[i]); err != nil && !errors.Is(err, http.ErrServerClosed) {
