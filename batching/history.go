@@ -3,6 +3,7 @@ package batching
 import (
 	"context"
 	"crypto/sha1"
+	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -21,7 +22,8 @@ import (
 // with Cloudflare's purge id and for which requests (one entry a call);
 // and, per item and day, the calls that purged it (a compact index that
 // expires with the retention). It answers "was it purged, when, by which
-// call, because who asked?".
+// call, because who asked?" and, for a URL a worker fetched afterwards
+// (internal/probe), "did it take at the edge?".
 type History struct {
 	rdb       redis.UniversalClient
 	retention time.Duration
@@ -52,7 +54,31 @@ type Entry struct {
 	Soft         bool           `json:"soft"`
 	CloudflareID string         `json:"cloudflare_id"`
 	Requests     []EntryRequest `json:"requests"`
+	// Verification is what a fetch of the item after this purge found
+	// (internal/probe); empty when it was not fetched.
+	Verification Verification `json:"verification,omitempty"`
 }
+
+// Verification is what a fetch of a purged URL found at the edge the
+// worker reaches.
+type Verification string
+
+// The outcomes of a verification, each kept as one letter after the
+// call's number in the item's index.
+const (
+	// Fresh: not the copy from before the purge (a miss, or a hit cached
+	// since).
+	Fresh Verification = "fresh"
+	// Stale: a hit cached before the purge, not purged again (the item was
+	// purged again for a verification recently, or that failed).
+	Stale Verification = "stale"
+	// Repurged: a hit cached before the purge, and the item was purged
+	// once more.
+	Repurged Verification = "repurged"
+)
+
+// verificationOf reads an index reference's letter.
+var verificationOf = map[byte]Verification{'f': Fresh, 's': Stale, 'r': Repurged}
 
 // EntryRequest is a request a purge served.
 type EntryRequest struct {
@@ -101,13 +127,77 @@ func (h *History) Remember(ctx context.Context, c *tasks.Call, cloudflareID stri
 	return rememberCmd.Run(ctx, h.rdb, []string{keyspace.History, keyspace.HistoryAt, keyspace.HistoryDay(day), keyspace.HistoryIDs, keyspace.HistorySeq}, args...).Err()
 }
 
+// itemDigest is an item's field in the day indexes: 10 bytes of the SHA-1
+// of zone|kind|key (remember.lua computes the same).
+func itemDigest(zone string, kind purge.Kind, key string) string {
+	sum := sha1.Sum([]byte(zone + "|" + string(kind) + "|" + key))
+	return string(sum[:10])
+}
+
+// verifyCmd records a verification on an item's reference to a call.
+//
+// KEYS[1] call ids remembered (hash: call id → number), KEYS[2…] the day
+// indexes that may hold the reference. ARGV[1] call id, ARGV[2] item
+// digest, ARGV[3] the outcome's letter.
+// Returns 1 once recorded (again: the letter replaces the one before), 0
+// when the history holds no such call or reference (never remembered,
+// past the retention, trimmed from a busy item's index).
+var verifyCmd = redis.NewScript(`
+local seq = redis.call('HGET', KEYS[1], ARGV[1])
+if not seq then return 0 end
+for i = 2, #KEYS do
+  local v = redis.call('HGET', KEYS[i], ARGV[2])
+  if v then
+    local s, e = string.find(' ' .. v, ' ' .. seq .. '%a? ')
+    if s then
+      redis.call('HSET', KEYS[i], ARGV[2], v:sub(1, s - 1) .. seq .. ARGV[3] .. ' ' .. v:sub(e))
+      return 1
+    end
+  end
+end
+return 0
+`)
+
+// ErrNotRemembered: the history holds no such purge of the item.
+var ErrNotRemembered = errors.New("no such purge in the history")
+
+// SetVerification records what a fetch of item (a canonical key, as in
+// c.Items) found after call c, accepted at at, purged it: one letter on
+// the item's reference to the call. It returns ErrNotRemembered when the
+// history has no such reference.
+func (h *History) SetVerification(ctx context.Context, c *tasks.Call, item string, at time.Time, v Verification) error {
+	day := at.Unix() / 86400 // Remember ran just before at: that day, or the one before
+	keys := []string{keyspace.HistoryIDs, keyspace.HistoryDay(day), keyspace.HistoryDay(day - 1)}
+	n, err := verifyCmd.Run(ctx, h.rdb, keys, c.ID, itemDigest(c.Zone, c.Kind, item), string(v[0])).Int()
+	switch {
+	case err != nil:
+		return fmt.Errorf("recording the verification of %s in call %s: %w", item, c.ID, err)
+	case n == 0:
+		return fmt.Errorf("verification of %s in call %s: %w", item, c.ID, ErrNotRemembered)
+	}
+	return nil
+}
+
+// ClaimRepurge reports whether item of zone id zone may be purged once
+// more for a verification: true at most once per window, across workers,
+// so that an edge that keeps answering with an old copy costs one extra
+// purge a window, never a loop.
+func (h *History) ClaimRepurge(ctx context.Context, zone string, kind purge.Kind, item string, window time.Duration) (bool, error) {
+	key := keyspace.Prefix + "hist:repurged:" + hex.EncodeToString([]byte(itemDigest(zone, kind, item)))
+	ok, err := h.rdb.SetNX(ctx, key, 1, window).Result()
+	if err != nil {
+		return false, fmt.Errorf("claiming a re-purge of %s: %w", item, err)
+	}
+	return ok, nil
+}
+
 // lookup lists the purges of one item (its canonical key) of a zone id
 // and kind, newest first.
 func (h *History) lookup(ctx context.Context, zone string, kind purge.Kind, key string) ([]Entry, error) {
-	sum := sha1.Sum([]byte(zone + "|" + string(kind) + "|" + key))
-	digest := string(sum[:10])
+	digest := itemDigest(zone, kind, key)
 	today := time.Now().Unix() / 86400
 	var ids []string
+	verified := map[string]Verification{}
 	for day := today; day >= today-int64(h.retention/(24*time.Hour))-1; day-- {
 		v, err := h.rdb.HGet(ctx, keyspace.HistoryDay(day), digest).Result()
 		if errors.Is(err, redis.Nil) {
@@ -116,7 +206,13 @@ func (h *History) lookup(ctx context.Context, zone string, kind purge.Kind, key 
 		if err != nil {
 			return nil, err
 		}
-		ids = append(ids, strings.Fields(v)...)
+		for _, ref := range strings.Fields(v) {
+			if vf, ok := verificationOf[ref[len(ref)-1]]; ok {
+				ref = ref[:len(ref)-1]
+				verified[ref] = vf
+			}
+			ids = append(ids, ref)
+		}
 	}
 	if len(ids) == 0 {
 		return nil, nil
@@ -126,12 +222,12 @@ func (h *History) lookup(ctx context.Context, zone string, kind purge.Kind, key 
 		return nil, err
 	}
 	var out []Entry
-	for _, v := range vals {
+	for i, v := range vals {
 		s, ok := v.(string)
 		if !ok {
 			continue // past the retention
 		}
-		var e Entry
+		e := Entry{Verification: verified[ids[i]]}
 		if err := json.Unmarshal([]byte(s), &e); err != nil {
 			return nil, fmt.Errorf("history entry %s: %w", s, err)
 		}

@@ -45,6 +45,8 @@ var (
 	markSentCmd = script("mark_sent")
 	// rememberCmd keeps an accepted call in the history (lua/remember.lua).
 	rememberCmd = script("clock", "remember")
+	// recentCmd reads the newest history entries (lua/recent.lua).
+	recentCmd = script("recent")
 	// retryCmd re-admits dead-letter entries (lua/retry.lua).
 	retryCmd = script("clock", "sources", "lanes", "retry")
 )

@@ -11,6 +11,10 @@
 -- retention ms, ARGV[4] most numbers kept per item and day, ARGV[5]
 -- zone|kind|, ARGV[6…] items.
 -- Returns the entry's number (the same when remembered before).
+--
+-- A number in an index may carry one letter after it: the verification of
+-- that item in that call (History.SetVerification), so trimming drops
+-- whole "number[letter] " references.
 local prev = redis.call('HGET', KEYS[4], ARGV[1])
 if prev then return tonumber(prev) end
 local seq = redis.call('INCR', KEYS[5])
@@ -22,7 +26,7 @@ local keep = tonumber(ARGV[4]) * 8
 for i = 6, #ARGV do
   local d = string.gsub(redis.sha1hex(ARGV[5] .. ARGV[i]):sub(1, 20), '..', function(x) return string.char(tonumber(x, 16)) end)
   local n = (redis.call('HGET', KEYS[3], d) or '') .. ref
-  if #n > keep then n = n:sub(#n - keep + 1):gsub('^%d* ?', '', 1) end
+  if #n > keep then n = n:sub(#n - keep + 1):gsub('^[^ ]* ?', '', 1) end
   redis.call('HSET', KEYS[3], d, n)
 end
 redis.call('PEXPIRE', KEYS[3], tonumber(ARGV[3]) + 86400000)

@@ -269,6 +269,9 @@ func (c *Config) check() error {
 			errs = append(errs, fmt.Errorf("%s must not be negative (got %d)", name, n))
 		}
 	}
+	if err := c.checkProbes(); err != nil {
+		errs = append(errs, err)
+	}
 	if c.LogFormat != "" && c.LogFormat != "json" && c.LogFormat != "console" {
 		errs = append(errs, fmt.Errorf("PURGE_LOG_FORMAT %q: want json or console", c.LogFormat))
 	}

@@ -112,6 +112,7 @@ func Start(ctx context.Context, w io.Writer) (*Env, error) {
 	}
 	fmt.Fprintf(w, "  zones: %s\n", zones)
 	fmt.Fprintf(w, "  UI: http://%s/monitoring/   metrics: http://%s/metrics   health: /healthz\n", httpAddr, httpAddr)
+	fmt.Fprintf(w, "  status (outbox, limits, last calls, history): http://%s/status\n", httpAddr)
 	for _, n := range notes {
 		fmt.Fprintf(w, "  NOTE: %s\n", n)
 	}

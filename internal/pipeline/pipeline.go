@@ -84,6 +84,7 @@ type Limiter interface {
 	Acquire(ctx context.Context, c limits.Need) (limits.Result, error)
 	Cooldown(ctx context.Context, scope purge.Scope, d time.Duration) (time.Time, error)
 	CooldownFor(e *purge.Error, c limits.Need, globalCooldown time.Duration) time.Duration
+	Observe(ctx context.Context, remaining int, reset time.Duration) error
 }
 
 // CallStore is what the call handler needs of the outbox's state
@@ -110,6 +111,11 @@ type CallHandler struct {
 	// History keeps accepted calls (batching.History); nil keeps none.
 	History interface {
 		Remember(ctx context.Context, c *tasks.Call, cloudflareID string) error
+	}
+	// Probe hears of every accepted call (verification and warming,
+	// internal/probe); nil: none.
+	Probe interface {
+		Accepted(c *tasks.Call, at time.Time)
 	}
 	// Archive mirrors new dead-letter entries into asynq's archive.
 	Archive func(ctx context.Context, entries []batching.DeadEntry)
@@ -181,6 +187,7 @@ func (h *CallHandler) process(ctx context.Context, t *asynq.Task) error {
 		log.Warn().Msg("re-sending a call whose earlier attempt had an unknown outcome (crash, timeout or reset): its items may be purged twice")
 	}
 	acc, err := acct.API.Purge(ctx, call.Zone, call.Batch())
+	h.observeRate(ctx, log, acct, acc, err)
 	outcome, scope := "accepted", purge.Scope("")
 	if err != nil {
 		c := purge.ClassOf(err)
@@ -193,6 +200,22 @@ func (h *CallHandler) process(ctx context.Context, t *asynq.Task) error {
 	}
 	h.Observe(call, acct.Name, outcome, scope)
 	return h.record(ctx, log, call, acct, need, acc, err)
+}
+
+// observeRate folds Cloudflare's own count of the token's window (its
+// Ratelimit header) into the limits: the token may be used elsewhere too.
+func (h *CallHandler) observeRate(ctx context.Context, log zerolog.Logger, acct *Account, acc purge.Accepted, err error) {
+	rate := acc.Rate
+	var pe *purge.Error
+	if errors.As(err, &pe) {
+		rate = pe.Rate
+	}
+	if rate == nil {
+		return
+	}
+	if err := acct.Limiter.Observe(ctx, rate.Remaining, rate.Reset); err != nil {
+		log.Warn().Err(err).Msg("keeping Cloudflare's count of the window failed")
+	}
 }
 
 // acquire takes the call's limits, sleeping for short waits and
@@ -240,6 +263,9 @@ func (h *CallHandler) record(ctx context.Context, log zerolog.Logger, call *task
 			if err := h.History.Remember(ctx, call, acc.ID); err != nil {
 				log.Warn().Err(err).Msg("keeping the call in the purge history failed (it was purged)")
 			}
+		}
+		if h.Probe != nil {
+			h.Probe.Accepted(call, time.Now())
 		}
 		log.Info().Str("outcome", "accepted").Str("cf_id", acc.ID).Int64("waited_ms", time.Now().UnixMilli()-call.Oldest).Msg("purged")
 		h.Done()

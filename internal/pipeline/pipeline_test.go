@@ -87,18 +87,30 @@ type fakeAPI struct {
 	calls int
 }
 
+// fakeRate is the Ratelimit every fake answer carries.
+var fakeRate = &purge.RateInfo{Remaining: 7, Reset: 30 * time.Second}
+
 func (a *fakeAPI) Purge(context.Context, string, purge.Batch) (purge.Accepted, error) {
 	a.calls++
 	if a.err != nil {
+		if pe, ok := a.err.(*purge.Error); ok && pe.Status != 0 {
+			pe.Rate = fakeRate
+		}
 		return purge.Accepted{}, a.err
 	}
-	return purge.Accepted{ID: "cf-1"}, nil
+	return purge.Accepted{ID: "cf-1", Rate: fakeRate}, nil
 }
 
 // fakeLimiter grants or refuses every acquisition and records cooldowns.
 type fakeLimiter struct {
 	busy      time.Duration
 	cooldowns []purge.Scope
+	observed  []int // the remaining counts observed
+}
+
+func (l *fakeLimiter) Observe(_ context.Context, remaining int, _ time.Duration) error {
+	l.observed = append(l.observed, remaining)
+	return nil
 }
 
 func (l *fakeLimiter) Acquire(context.Context, limits.Need) (limits.Result, error) {
@@ -219,6 +231,10 @@ func TestCallDecisions(t *testing.T) {
 						t.Errorf("re-sent %v, want %v", got.resend[j], want.resend[j])
 					}
 				}
+			}
+			// every answer's count of the window is kept
+			if answered := api.calls; len(lim.observed) > answered || (answered > 0 && tt.apiErr == nil && len(lim.observed) != answered) {
+				t.Errorf("observed %v after %d answers", lim.observed, answered)
 			}
 			if !slices.Equal(lim.cooldowns, tt.wantCooldown) {
 				t.Errorf("cooldowns %v, want %v", lim.cooldowns, tt.wantCooldown)

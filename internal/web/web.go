@@ -1,8 +1,10 @@
 // Package web is the worker's HTTP side: the asynq web UI (asynqmon) at
-// /monitoring/ behind basic auth and refusing cross-site changes,
-// Prometheus metrics at /metrics, and /healthz (alive) and /readyz (Redis
-// reachable). Metrics and health may also be served on an address of their
-// own (OpsHandler, PURGE_METRICS_ADDR), without the UI's credentials.
+// /monitoring/ behind basic auth and refusing cross-site changes, the
+// status page at /status behind the same (what the UI cannot show: the
+// outbox, the limits, the purge history), Prometheus metrics at /metrics,
+// and /healthz (alive) and /readyz (Redis reachable). Metrics and health
+// may also be served on an address of their own (OpsHandler,
+// PURGE_METRICS_ADDR), without the UI's credentials.
 package web
 
 import (
@@ -37,6 +39,9 @@ type Options struct {
 	MetricsElsewhere bool
 	Gatherer         prometheus.Gatherer
 	Redis            redis.UniversalClient
+	// Status, when set, serves the status page at /status, with the UI's
+	// credentials.
+	Status *StatusSource
 }
 
 // Handler serves the worker's HTTP side. Close the returned closer on shutdown.
@@ -48,14 +53,20 @@ func Handler(o Options) (http.Handler, func() error, error) {
 		PayloadFormatter: asynqmon.PayloadFormatterFunc(tasks.Describe),
 	})
 	mux := http.NewServeMux()
-	var uiHandler http.Handler = ui
-	if o.User != "" && o.Password != "" {
-		uiHandler = basicAuth(ui, o.User, o.Password)
+	// SameOrigin outermost, so that it holds whether or not basic auth is
+	// configured (a browser sends cached credentials along with a forged
+	// request, and an unauthenticated UI on 127.0.0.1 is reachable from any
+	// page).
+	protect := func(h http.Handler) http.Handler {
+		if o.User != "" && o.Password != "" {
+			h = basicAuth(h, o.User, o.Password)
+		}
+		return SameOrigin(h)
 	}
-	// Outermost, so that it holds whether or not basic auth is configured
-	// (a browser sends cached credentials along with a forged request, and
-	// an unauthenticated UI on 127.0.0.1 is reachable from any page).
-	mux.Handle(UIPath+"/", SameOrigin(uiHandler))
+	mux.Handle(UIPath+"/", protect(ui))
+	if o.Status != nil {
+		mux.Handle("GET "+StatusPath, protect(statusHandler(o.Status)))
+	}
 	if !o.MetricsElsewhere {
 		mux.Handle("GET /metrics", metricsHandler(o))
 	}

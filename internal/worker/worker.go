@@ -23,6 +23,7 @@ import (
 	"github.com/purgeq/purgeq/internal/logging"
 	"github.com/purgeq/purgeq/internal/metrics"
 	"github.com/purgeq/purgeq/internal/pipeline"
+	"github.com/purgeq/purgeq/internal/probe"
 	"github.com/purgeq/purgeq/internal/redisconn"
 	"github.com/purgeq/purgeq/internal/web"
 	"github.com/purgeq/purgeq/limits"
@@ -101,12 +102,29 @@ func Run(ctx context.Context, cfg *config.Config, log zerolog.Logger) error {
 			}
 		}
 	}
+	hist, calls := batching.NewHistory(rdb, cfg.HistoryRetention), batching.NewCallLog(rdb)
+	prober := probe.New(cfg.Probes, hist, func(ctx context.Context, zoneID, item string) error {
+		f, err := purge.ParseFileKey(item)
+		if err != nil {
+			return err
+		}
+		producer := tasks.NewClient(ac, tasks.ClientOptions{Zones: accts.Zones()})
+		_, err = producer.Enqueue(ctx, tasks.PurgeRequest{Zone: zoneID, Files: []purge.File{f}, Producer: "probe",
+			Source: "verification: the edge served a copy from before the purge"})
+		return err
+	}, log)
 	mux.Handle(tasks.TypeCall, &pipeline.CallHandler{Outbox: ob, Route: accts.Call, Enqueue: enqueue, Archive: archive,
-		History:    batching.NewHistory(rdb, cfg.HistoryRetention),
+		History: hist, Probe: prober,
 		InlineWait: cfg.InlineWait, MaxRetry: cfg.MaxRetry, Done: disp.Wake, Log: log,
 		Observe: func(c *tasks.Call, account, outcome string, scope purge.Scope) {
 			if a, ok := accts.of(c.Zone); ok {
 				m.Observe(c, account, outcome, scope, a.cfg.Plan.Cap(c.Kind))
+			}
+			// every call that reached the API, for the status page's chart
+			cctx, cancel := context.WithTimeout(context.Background(), time.Second)
+			defer cancel()
+			if err := calls.Count(cctx, account, time.Now()); err != nil {
+				log.Debug().Err(err).Msg("counting a call for the status page failed")
 			}
 		}})
 	mux.Handle(tasks.TypeDead, &pipeline.DeadHandler{Dead: dead, Retried: disp.Admitted, Log: log})
@@ -123,7 +141,19 @@ func Run(ctx context.Context, cfg *config.Config, log zerolog.Logger) error {
 	})
 
 	webOpts := web.Options{RedisConn: connOpt, User: cfg.UIUser, Password: cfg.UIPassword,
-		ReadOnly: cfg.UIReadOnly, MetricsElsewhere: cfg.MetricsAddr != "", Gatherer: reg, Redis: rdb}
+		ReadOnly: cfg.UIReadOnly, MetricsElsewhere: cfg.MetricsAddr != "", Gatherer: reg, Redis: rdb,
+		Status: &web.StatusSource{Outbox: ob, Dead: dead, History: hist, CallLog: calls, ZoneName: accts.ZoneName,
+			Find: func(ctx context.Context, item, zone string) ([]batching.Entry, error) {
+				return hist.Find(ctx, accts.Zones(), item, zone)
+			},
+			Accounts: func() []web.StatusAccount {
+				out := make([]web.StatusAccount, len(accts.list))
+				for i, a := range accts.list {
+					out[i] = web.StatusAccount{Name: a.cfg.Name, Limits: a.limiter, Config: cfg.AccountLimits(a.cfg)}
+				}
+				return out
+			},
+		}}
 	webHandler, closeWeb, err := web.Handler(webOpts)
 	if err != nil {
 		return err
@@ -153,7 +183,8 @@ func Run(ctx context.Context, cfg *config.Config, log zerolog.Logger) error {
 		closeListeners()
 		return err
 	}
-	ev := log.Info().Str("http", listeners[0].Addr().String()).Str("ui", "http://"+listeners[0].Addr().String()+web.UIPath+"/")
+	ev := log.Info().Str("http", listeners[0].Addr().String()).Str("ui", "http://"+listeners[0].Addr().String()+web.UIPath+"/").
+		Str("status", "http://"+listeners[0].Addr().String()+web.StatusPath)
 	if len(listeners) > 1 {
 		ev = ev.Str("metrics", "http://"+listeners[1].Addr().String()+"/metrics")
 	}
@@ -172,6 +203,7 @@ func Run(ctx context.Context, cfg *config.Config, log zerolog.Logger) error {
 	var wg sync.WaitGroup
 	dctx, stopDispatch := context.WithCancel(context.Background())
 	wg.Go(func() { disp.Run(dctx) })
+	wg.Go(func() { prober.Run(dctx) })
 	wg.Go(func() { accts.runDiscovery(dctx, cfg.ZonesRefresh) })
 	wg.Go(func() { m.Run(dctx) })
 	for i, s := range servers {
