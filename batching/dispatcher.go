@@ -4,7 +4,6 @@ import (
 	"context"
 	"sort"
 	"strings"
-	"sync/atomic"
 	"time"
 
 	"github.com/rs/zerolog"
@@ -69,24 +68,20 @@ type Dispatcher struct {
 	// id names this dispatcher's window of outstanding calls.
 	id string
 
-	// notBefore skips lanes whose partial chunk is not ready yet; cursor
-	// rotates each scope's lanes for fairness. Only Run touches them.
-	notBefore map[Lane]time.Time
-	cursor    map[string]int
+	// cursor rotates each class's lanes for fairness: the id of the lane
+	// served last. Only Run touches it.
+	cursor map[string]string
 	// failing is set while passes fail, so that an outage is logged once.
 	failing bool
 	// homeless holds the zones whose lanes wait for an account (logged
 	// once each).
 	homeless map[string]bool
-	// admitted is set by Admitted: lanes may have filled since notBefore
-	// was set.
-	admitted atomic.Bool
 }
 
 // NewDispatcher returns a Dispatcher; Run starts it.
 func NewDispatcher(ob *Outbox, enq Enqueuer, cfg DispatcherConfig, log zerolog.Logger) *Dispatcher {
 	return &Dispatcher{ob: ob, enqueue: enq, cfg: cfg, log: log, id: randomHex(8),
-		wake: make(chan struct{}, 1), notBefore: map[Lane]time.Time{}, cursor: map[string]int{}, homeless: map[string]bool{}}
+		wake: make(chan struct{}, 1), cursor: map[string]string{}, homeless: map[string]bool{}}
 }
 
 // Wake asks for a pass soon: items arrived or a call finished.
@@ -95,13 +90,6 @@ func (d *Dispatcher) Wake() {
 	case d.wake <- struct{}{}:
 	default:
 	}
-}
-
-// Admitted asks for a pass soon because items arrived: with EagerFull, a
-// lane skipped until its oldest item has waited may now hold a full chunk.
-func (d *Dispatcher) Admitted() {
-	d.admitted.Store(true)
-	d.Wake()
 }
 
 // Run dispatches until ctx ends. Redis errors are logged and retried on the
@@ -134,11 +122,10 @@ func (d *Dispatcher) Run(ctx context.Context) {
 }
 
 // pass serves every scope until its window is full or nothing is ready.
+// It reads only the lanes the ready index says may send now, so its cost
+// follows the lanes with work that can leave, not every lane or zone.
 func (d *Dispatcher) pass(ctx context.Context) error {
-	if d.admitted.Swap(false) && d.cfg.EagerFull {
-		clear(d.notBefore)
-	}
-	lanes, err := d.ob.Lanes(ctx)
+	lanes, err := d.ob.Ready(ctx)
 	if err != nil {
 		return err
 	}
@@ -187,13 +174,13 @@ func (d *Dispatcher) pass(ctx context.Context) error {
 }
 
 // serveScope gives each lane of one scope and priority (the class, which
-// also keys its round-robin cursor) at most one chunk per round,
-// starting where the last round stopped, until the window is full or a
-// round pops nothing.
+// also keys its round-robin cursor) at most one chunk per round, starting
+// after the lane served last, until the window is full or a round pops
+// nothing. lanes are sorted by id.
 func (d *Dispatcher) serveScope(ctx context.Context, r Route, class string, lanes []Lane) error {
 	for {
 		popped := false
-		start := d.cursor[class]
+		start := sort.Search(len(lanes), func(i int) bool { return lanes[i].id() > d.cursor[class] })
 		for i := range lanes {
 			lane := lanes[(start+i)%len(lanes)]
 			status, err := d.tryLane(ctx, r, lane)
@@ -202,11 +189,10 @@ func (d *Dispatcher) serveScope(ctx context.Context, r Route, class string, lane
 			}
 			switch status {
 			case WindowFull:
-				d.cursor[class] = (start + i) % len(lanes)
 				return nil
 			case Popped:
 				popped = true
-				d.cursor[class] = (start + i + 1) % len(lanes)
+				d.cursor[class] = lane.id()
 			}
 		}
 		if !popped {
@@ -218,9 +204,6 @@ func (d *Dispatcher) serveScope(ctx context.Context, r Route, class string, lane
 // tryLane pops the lane's next chunk if it is full, or partial and ready
 // and the limits could carry it now.
 func (d *Dispatcher) tryLane(ctx context.Context, r Route, lane Lane) (PopStatus, error) {
-	if time.Now().Before(d.notBefore[lane]) {
-		return NotReady, nil
-	}
 	owner := d.id // the window: per scope of this dispatcher, and per account
 	if r.Account != "" {
 		owner += "@" + r.Account
@@ -255,21 +238,14 @@ func (d *Dispatcher) tryLane(ctx context.Context, r Route, lane Lane) (PopStatus
 		if !peek.OK && !starved {
 			// Hold partial chunks while the limits are busy: the items
 			// keep coalescing, and the call that leaves later is fuller.
-			d.notBefore[lane] = time.Now().Add(min(peek.Wait, d.cfg.BatchWait))
-			return NotReady, nil
+			return NotReady, d.ob.Hold(ctx, lane, min(peek.Wait, d.cfg.BatchWait))
 		}
 		req.AllowPartial = true
 		if res, err = d.ob.Pop(ctx, req); err != nil {
 			return 0, err
 		}
 	}
-	switch res.Status {
-	case NotReady:
-		d.notBefore[lane] = time.Now().Add(res.ReadyIn)
-	case LaneEmpty:
-		delete(d.notBefore, lane)
-	case Popped:
-		delete(d.notBefore, lane)
+	if res.Status == Popped {
 		d.handoff(ctx, res.CallID, res.Call)
 	}
 	return res.Status, nil

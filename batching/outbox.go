@@ -265,6 +265,52 @@ func (o *Outbox) Stranded(ctx context.Context, age time.Duration) (map[string][]
 	return out, nil
 }
 
+// readyBatch bounds the lanes one dispatcher pass looks at.
+const readyBatch = 10000
+
+// Ready lists the lanes the dispatcher should look at now (the ready
+// index: lanes that got items, whose chunk's batch wait is over, or whose
+// hold ended), the longest-ready first.
+func (o *Outbox) Ready(ctx context.Context) ([]Lane, error) {
+	ids, err := readyCmd.Run(ctx, o.rdb, []string{keyspace.Ready}, readyBatch).StringSlice()
+	if err != nil {
+		return nil, fmt.Errorf("reading the ready index: %w", err)
+	}
+	lanes := make([]Lane, 0, len(ids))
+	for _, id := range ids {
+		if l, ok := parseLane(id); ok {
+			lanes = append(lanes, l)
+		}
+	}
+	return lanes, nil
+}
+
+// Hold keeps the dispatcher from looking at lane for d, unless items
+// arrive: its partial chunk waits while the limits are busy.
+func (o *Outbox) Hold(ctx context.Context, lane Lane, d time.Duration) error {
+	return holdCmd.Run(ctx, o.rdb, []string{keyspace.Ready}, lane.id(), max(1, d.Milliseconds())).Err()
+}
+
+// IndexLanes puts every lane with items into the ready index unless it is
+// there: lanes admitted by a version without the index (run at start-up;
+// a lane that empties meanwhile leaves the index at its next look).
+func (o *Outbox) IndexLanes(ctx context.Context) error {
+	ids, err := o.rdb.SMembers(ctx, keyspace.Lanes).Result()
+	if err != nil {
+		return err
+	}
+	for chunk := range slices.Chunk(ids, 1000) {
+		zs := make([]redis.Z, len(chunk))
+		for i, id := range chunk {
+			zs[i] = redis.Z{Member: id}
+		}
+		if err := o.rdb.ZAddNX(ctx, keyspace.Ready, zs...).Err(); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
 // Lanes lists the lanes that have items waiting.
 func (o *Outbox) Lanes(ctx context.Context) ([]Lane, error) {
 	ids, err := o.rdb.SMembers(ctx, keyspace.Lanes).Result()

@@ -35,6 +35,10 @@ var (
 	admitCmd = script("clock", "sources", "credit", "lanes", "admit")
 	// popCmd takes a lane's next chunk if the rules allow (lua/pop.lua).
 	popCmd = script("clock", "lanes", "pop")
+	// readyCmd lists the lanes to look at now (lua/ready.lua).
+	readyCmd = script("clock", "ready")
+	// holdCmd defers a lane while the limits are busy (lua/hold.lua).
+	holdCmd = script("clock", "hold")
 	// strandedCmd lists old in-flight records (lua/stranded.lua).
 	strandedCmd = script("clock", "stranded")
 	// laneStatsCmd reports lanes' depth and age (lua/lane_stats.lua).

@@ -119,6 +119,9 @@ func NewClient(cfg ClientConfig) (*Client, error) {
 // follows within seconds). ID is Cloudflare's result id, for the audit trail.
 type Accepted struct {
 	ID string
+	// Rate is what the answer's Ratelimit header said of the token's global
+	// window; nil when it had none.
+	Rate *RateInfo
 }
 
 // maxResponse bounds how much of a response is read.
@@ -145,7 +148,7 @@ func (c *Client) Purge(ctx context.Context, zoneID string, b Batch) (Accepted, e
 	defer resp.Body.Close()
 	data, err := io.ReadAll(io.LimitReader(resp.Body, maxResponse))
 	if err != nil {
-		return Accepted{}, &Error{Class: Transient, Status: resp.StatusCode, Err: fmt.Errorf("reading response: %w", err)}
+		return Accepted{}, &Error{Class: Transient, Status: resp.StatusCode, Rate: rateOf(resp.Header), Err: fmt.Errorf("reading response: %w", err)}
 	}
 	return Classify(resp.StatusCode, resp.Header, data, b)
 }
@@ -169,13 +172,13 @@ func Classify(status int, h http.Header, body []byte, b Batch) (Accepted, error)
 	if len(env.Errors) > 0 {
 		first = env.Errors[0]
 	}
-	e := &Error{Status: status, Code: first.Code, Message: first.Message}
+	e := &Error{Status: status, Code: first.Code, Message: first.Message, Rate: rateOf(h)}
 
 	if status >= 200 && status < 300 && jsonErr == nil && env.Success {
 		if env.Result == nil {
-			return Accepted{}, nil
+			return Accepted{Rate: e.Rate}, nil
 		}
-		return Accepted{ID: env.Result.ID}, nil
+		return Accepted{ID: env.Result.ID, Rate: e.Rate}, nil
 	}
 	if status >= 300 && status < 400 {
 		// Cloudflare's API never redirects a purge, and the client follows
@@ -349,12 +352,8 @@ func retryAfter(h http.Header) time.Duration {
 			return 0
 		}
 	}
-	for _, part := range strings.Split(h.Get("Ratelimit"), ";") {
-		if v, ok := strings.CutPrefix(strings.TrimSpace(part), "t="); ok {
-			if secs, err := strconv.ParseFloat(v, 64); err == nil && secs >= 0 {
-				return time.Duration(secs * float64(time.Second))
-			}
-		}
+	if ri, ok := ParseRatelimit(h); ok {
+		return ri.Reset
 	}
 	return 0
 }

@@ -3,8 +3,10 @@
 // It validates and normalises purge items by Cloudflare's rules (Normalize,
 // NormalizeAll, NormalizeFile), encodes one kind per request exactly as
 // Cloudflare expects (Batch.Body: JSON without HTML escaping), sends it
-// (Client.Purge, to purge_cache or, for soft purges, invalidate_cache) and
-// classifies every outcome once: accepted, or a *Error whose Class is
+// (Client.Purge, to purge_cache or, for soft purges, invalidate_cache),
+// lists the token's zones (Client.ListZones, every page of GET /zones),
+// reads Cloudflare's Ratelimit header (ParseRatelimit; Accepted.Rate and
+// Error.Rate carry it) and classifies every outcome once: accepted, or a *Error whose Class is
 // Transient, RateLimited (with Scope and RetryAfter), Permanent (with the
 // items Cloudflare named) or Misconfigured. It never retries; the queue does.
 //

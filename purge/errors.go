@@ -86,8 +86,8 @@ const (
 	CodeInvalidHost      = 1115
 )
 
-// Error is every unsuccessful outcome of a purge call. Its Class says what
-// to do; errors.As(err, &*purge.Error) finds it.
+// Error is every unsuccessful outcome of a purge call (and of ListZones).
+// Its Class says what to do; errors.As(err, &*purge.Error) finds it.
 type Error struct {
 	Class Class
 	// Scope and RetryAfter are set for RateLimited: the limit hit and
@@ -103,6 +103,9 @@ type Error struct {
 	Message string
 	// Items are the batch items Cloudflare's errors named (Permanent only).
 	Items []string
+	// Rate is what the answer's Ratelimit header said of the token's global
+	// window; nil when it had none or no answer arrived.
+	Rate *RateInfo
 	// Err is the transport error behind a Transient class, if any.
 	Err error
 }

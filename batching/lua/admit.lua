@@ -100,7 +100,7 @@ while i <= #ARGV do
       for r, c in pairs(counts) do src = src .. covered(r, c) end
     end
     admitInto(P, own, src, ARGV, i, i + n - 1)
-    redis.call('SADD', KEYS[1], own)
+    markLane(P, own, KEYS[1])
     end
   end
   i = i + n

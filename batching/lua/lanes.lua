@@ -22,9 +22,20 @@ end
 local function againKey(P, lane, d) return P .. 'again:' .. lane .. ':' .. d end
 local function hexByte(x) return string.char(tonumber(x, 16)) end
 local function digest(item) return (string.gsub(redis.sha1hex(item), '..', hexByte)) end
+-- The lanes set lists the lanes with items waiting; the ready index (a
+-- sorted set, P .. 'ready') scores each by when the dispatcher should look
+-- at it next (server ms), so that a pass touches only lanes that may send.
+-- A lane given items is looked at now; pop.lua pushes a lane whose chunk
+-- is not ready to when it will be, and the dispatcher holds a partial chunk
+-- while the limits are busy (hold.lua).
+local function markLane(P, lane, lanesKey)
+  redis.call('SADD', lanesKey, lane)
+  redis.call('ZADD', P .. 'ready', 'LT', now, lane)
+end
 local function forgetLane(P, lane, lanesKey)
   redis.call('DEL', laneKeys(P, lane))
   redis.call('SREM', lanesKey, lane)
+  redis.call('ZREM', P .. 'ready', lane)
 end
 -- admitInto adds items[from..to] to a lane for the requests in src
 -- (space-separated) and returns how many were not waiting already.

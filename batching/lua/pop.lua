@@ -30,7 +30,10 @@ end
 local oldest = oldestAt(gk)
 if n < cap or ARGV[13] ~= '1' then
   local readyAt = oldest + wait
-  if readyAt > now then return {-2, exact(readyAt), now} end
+  if readyAt > now then
+    redis.call('ZADD', P .. 'ready', 'XX', exact(readyAt), lane)
+    return {-2, exact(readyAt), now}
+  end
   if n < cap and ARGV[5] ~= '1' then return {-3, tostring(n), now} end
 end
 local items = redis.call('LPOP', lk, cap)

@@ -30,7 +30,7 @@ for i = 2, #ARGV do
       end
     end
     admitInto(P, lane, src, {e.item}, 1, 1)
-    redis.call('SADD', KEYS[3], lane)
+    markLane(P, lane, KEYS[3])
     redis.call('HDEL', KEYS[1], ARGV[i])
     redis.call('ZREM', KEYS[2], ARGV[i])
     n = n + 1

@@ -72,7 +72,11 @@ func Start(ctx context.Context, w io.Writer) (*Env, error) {
 	}
 	simulated := os.Getenv("PURGE_CLOUDFLARE_API_TOKEN") == "" && os.Getenv("PURGE_CLOUDFLARE_API_TOKEN_FILE") == ""
 	if simulated {
-		env.sim = cftest.NewUnstartedServer(cftest.Config{Token: Token, Zones: zones.IDs(), Plan: purge.Plans["free"],
+		names := make(map[string]string, len(zones))
+		for _, z := range zones {
+			names[z.Name] = z.ID
+		}
+		env.sim = cftest.NewUnstartedServer(cftest.Config{Token: Token, ZoneNames: names, Plan: purge.Plans["free"],
 			OnCall: func(c cftest.Call) { logCall(w, c) }})
 		if err := env.sim.StartOn(SimulatorAddr); err != nil {
 			if err := env.sim.StartOn("127.0.0.1:0"); err != nil {

@@ -30,6 +30,9 @@ const Prefix = "purgeq:{purgeq}:"
 const (
 	// Lanes is the set of lanes with items waiting.
 	Lanes = Prefix + "lanes"
+	// Ready indexes the lanes by when the dispatcher should look at them
+	// next (a sorted set, server ms; batching/lua/lanes.lua).
+	Ready = Prefix + "ready"
 	// Inflight holds popped or re-sent calls not yet handed to asynq (by
 	// call id) and InflightAt when each was put there.
 	Inflight   = Prefix + "inflight"

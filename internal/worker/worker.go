@@ -77,6 +77,9 @@ func Run(ctx context.Context, cfg *config.Config, log zerolog.Logger) error {
 		return err
 	}
 	ob := batching.NewOutbox(rdb, cfg.RequestRetention)
+	if err := ob.IndexLanes(ctx); err != nil {
+		return fmt.Errorf("indexing waiting lanes: %w", err)
+	}
 	requests, dead := batching.NewRequests(rdb, cfg.RequestRetention), batching.NewDeadLetters(rdb)
 	ac := asynq.NewClientFromRedisClient(rdb)
 	callTimeout := cfg.InlineWait + cfg.APITimeout + 30*time.Second
@@ -89,7 +92,7 @@ func Run(ctx context.Context, cfg *config.Config, log zerolog.Logger) error {
 
 	backoff := pipeline.Backoff{Base: cfg.RetryBase, Max: cfg.RetryMax}
 	mux := asynq.NewServeMux()
-	mux.Handle(tasks.TypeRequest, &pipeline.RequestHandler{Outbox: ob, Requests: requests, Redis: rdb, Admitted: disp.Admitted, Log: log})
+	mux.Handle(tasks.TypeRequest, &pipeline.RequestHandler{Outbox: ob, Requests: requests, Redis: rdb, Admitted: disp.Wake, Log: log})
 	insp := asynq.NewInspectorFromRedisClient(rdb)
 	reg := prometheus.NewRegistry()
 	m := metrics.New(reg, metrics.State{Redis: rdb, Outbox: ob, Dead: dead, Inspector: insp, Accounts: accts.Metrics, Zone: accts.ZoneName,
@@ -127,7 +130,7 @@ func Run(ctx context.Context, cfg *config.Config, log zerolog.Logger) error {
 				log.Debug().Err(err).Msg("counting a call for the status page failed")
 			}
 		}})
-	mux.Handle(tasks.TypeDead, &pipeline.DeadHandler{Dead: dead, Retried: disp.Admitted, Log: log})
+	mux.Handle(tasks.TypeDead, &pipeline.DeadHandler{Dead: dead, Retried: disp.Wake, Log: log})
 	srv := asynq.NewServerFromRedisClient(rdb, asynq.Config{
 		Concurrency:              cfg.WorkerConcurrency(),
 		Queues:                   map[string]int{tasks.QueueCalls: 3, tasks.QueueRequests: 2, tasks.QueueDead: 1},

@@ -77,18 +77,18 @@ func decodeItem(k purge.Kind, raw json.RawMessage) (string, error) {
 	return purge.NormalizeFile(f)
 }
 
-// checkItems applies the caps and per-item rules. It deliberately does not
-// call purge.Normalize: the simulator checks the client, it does not share
-// its mistakes.
-func (s *Server) checkItems(b purge.Batch) (answer, bool) {
+// checkItems applies the plan's caps and the per-item rules. It
+// deliberately does not call purge.Normalize: the simulator checks the
+// client, it does not share its mistakes.
+func checkItems(plan purge.Plan, b purge.Batch) (answer, bool) {
 	n := len(b.Items)
 	switch {
-	case b.Kind == purge.Files && n > s.cfg.Plan.MaxFiles:
-		return *badRequest(purge.CodeTooManyFiles, fmt.Sprintf("Only %d files can be purged at a time; got %d", s.cfg.Plan.MaxFiles, n)), false
-	case b.Kind == purge.Tags && n > s.cfg.Plan.MaxFlex:
-		return *badRequest(purge.CodeTooManyTags, fmt.Sprintf("Only %d tags can be purged at a time; got %d", s.cfg.Plan.MaxFlex, n)), false
-	case (b.Kind == purge.Hosts || b.Kind == purge.Prefixes) && n > s.cfg.Plan.MaxFlex:
-		return *badRequest(purge.CodeTooManyHosts, fmt.Sprintf("Only %d %s can be purged at a time; got %d", s.cfg.Plan.MaxFlex, b.Kind, n)), false
+	case b.Kind == purge.Files && n > plan.MaxFiles:
+		return *badRequest(purge.CodeTooManyFiles, fmt.Sprintf("Only %d files can be purged at a time; got %d", plan.MaxFiles, n)), false
+	case b.Kind == purge.Tags && n > plan.MaxFlex:
+		return *badRequest(purge.CodeTooManyTags, fmt.Sprintf("Only %d tags can be purged at a time; got %d", plan.MaxFlex, n)), false
+	case (b.Kind == purge.Hosts || b.Kind == purge.Prefixes) && n > plan.MaxFlex:
+		return *badRequest(purge.CodeTooManyHosts, fmt.Sprintf("Only %d %s can be purged at a time; got %d", plan.MaxFlex, b.Kind, n)), false
 	case n == 0:
 		return *badRequest(purge.CodeMissingField, "no items to purge"), false
 	}

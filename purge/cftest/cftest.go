@@ -4,12 +4,17 @@
 //
 // It serves POST and DELETE /client/v4/zones/{id}/purge_cache and
 // POST /client/v4/zones/{id}/invalidate_cache with Cloudflare's bodies,
-// envelopes and error codes; checks the bearer token and zone ids; enforces
-// the per-request caps, the item rules, the global sliding window per token
-// with its block, and the account's flex (requests) and URL (URLs) token
-// buckets; sends Ratelimit and Retry-After headers; injects faults on demand
-// (5xx, hangs, connection resets, malformed bodies, forced 429s, poison items
-// that always fail with 1015); and records every call for assertions.
+// envelopes and error codes, and GET /client/v4/zones (the token's zones, a
+// page at a time). It simulates one account or several (Config.Accounts),
+// each with its own token, zones, caps and flex (requests) and URL (URLs)
+// token buckets; checks that the bearer token owns the zone (else 403, code
+// 10000, as Cloudflare answers); enforces the per-request caps, the item
+// rules and the global sliding window per token with its block (accounts
+// that share a token share it; Spend plays another client of the token);
+// sends Ratelimit, Ratelimit-Policy and Retry-After headers; injects faults
+// on demand (5xx, hangs, connection resets, malformed bodies, forced 429s,
+// poison items that always fail with 1015); and records every purge call,
+// with its account, for assertions.
 //
 // Every duration is configuration so that tests can scale time down. The
 // same server runs standalone as cmd/cfsim and inside `worker --dev`, and it
@@ -17,6 +22,7 @@
 package cftest
 
 import (
+	"cmp"
 	"crypto/rand"
 	"encoding/hex"
 	"fmt"
@@ -25,6 +31,7 @@ import (
 	"net"
 	"net/http"
 	"net/http/httptest"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -34,15 +41,25 @@ import (
 	"github.com/purgeq/purgeq/purge"
 )
 
-// Config describes the simulated account.
+// Config describes the simulated accounts. Token, Zones and ZoneNames
+// describe the account named DefaultAccount; it exists when Token is set or
+// no Accounts are.
 type Config struct {
-	// Token is the API token accepted as a bearer token. Required.
+	// Token is the default account's API token, accepted as a bearer token.
 	Token string
-	// Zones are the zone ids that exist. Required.
+	// Zones are the default account's zone ids; GET /zones lists each under
+	// its id as name.
 	Zones []string
-	// Plan gives the caps and purge buckets. Zero means the free plan.
+	// ZoneNames are the default account's zones by name (name → id), for
+	// GET /zones; an id may be in Zones as well.
+	ZoneNames map[string]string
+	// Accounts are further accounts, each with its own token, zones and
+	// purge buckets.
+	Accounts []Account
+	// Plan gives the caps and purge buckets of the default account, and of
+	// every account whose Plan leaves them zero. Zero means the free plan.
 	Plan purge.Plan
-	// GlobalLimit is the per-token window. Zero means 1200/5m.
+	// GlobalLimit is the window of each token. Zero means 1200/5m.
 	GlobalLimit rate.Rate
 	// Block is how long every call of a token is refused after it exceeds
 	// the window (or a forced global 429). Zero means 5m.
@@ -65,7 +82,7 @@ type Faults struct {
 	Malformed float64
 }
 
-// Call is the record of one request.
+// Call is the record of one purge request.
 type Call struct {
 	At     time.Time   `json:"at"`
 	Zone   string      `json:"zone"`
@@ -80,13 +97,19 @@ type Call struct {
 	DuringBlock bool `json:"during_block,omitempty"`
 	// ResultID is the purge id an accepted call was answered with.
 	ResultID string `json:"result_id,omitempty"`
+	// Account is the name of the account that owns Zone ("" for an unknown
+	// zone), whichever token the call carried.
+	Account string `json:"account,omitempty"`
 }
 
 // Accepted reports whether Cloudflare would have purged the call's items.
 func (c Call) Accepted() bool { return c.Status == http.StatusOK && c.Fault == "" }
 
-// Stats summarises the calls so far.
+// Stats summarises the calls so far. The global-window figures (Global429,
+// Exceeded, DuringBlock, MaxInWindow) cover every token and zone listings as
+// well as purges.
 type Stats struct {
+	// Calls counts purge calls that passed the token check.
 	Calls    int `json:"calls"`
 	Accepted int `json:"accepted"`
 	// Items is the number of items in accepted calls.
@@ -105,6 +128,10 @@ type Stats struct {
 	MaxInWindow int `json:"max_in_window"`
 	// Faults counts injected faults.
 	Faults int `json:"faults"`
+	// ZoneLists counts GET /zones calls that passed the token check.
+	ZoneLists int `json:"zone_lists"`
+	// Spent counts the window slots that Spend took.
+	Spent int `json:"spent"`
 }
 
 // Server is a running simulator.
@@ -116,17 +143,19 @@ type Server struct {
 	ts      *httptest.Server
 	closing chan struct{}
 
-	mu         sync.Mutex
-	zones      map[string]bool
-	calls      []Call
-	arrivals   []time.Time // calls the global window counted
-	blockUntil time.Time
-	flex, urls bucket
-	faults     Faults
-	rng        *mrand.Rand
-	forced     []purge.Scope
-	poison     map[string]poison
-	stats      Stats
+	// Set up by NewUnstartedServer, then only read.
+	accounts []*account
+	owner    map[string]*account    // zone id → the account that owns it
+	listed   map[string][]zoneEntry // token → its zones by name, for GET /zones
+	windows  map[string]*window     // token → its global window
+
+	mu     sync.Mutex // guards the windows, the accounts' buckets and what follows
+	calls  []Call
+	faults Faults
+	rng    *mrand.Rand
+	forced []purge.Scope
+	poison map[string]poison
+	stats  Stats
 }
 
 // NewServer starts a simulator on a loopback port. Close it when done.
@@ -150,16 +179,36 @@ func NewUnstartedServer(cfg Config) *Server {
 	s := &Server{
 		cfg:     cfg,
 		closing: make(chan struct{}),
-		zones:   make(map[string]bool),
+		owner:   make(map[string]*account),
+		listed:  make(map[string][]zoneEntry),
+		windows: make(map[string]*window),
 		poison:  make(map[string]poison),
 		rng:     mrand.New(mrand.NewPCG(1, 2)),
 	}
-	for _, z := range cfg.Zones {
-		s.zones[z] = true
-	}
 	now := time.Now()
-	s.flex = bucket{rate: cfg.Plan.FlexRate, burst: float64(cfg.Plan.FlexBurst), tokens: float64(cfg.Plan.FlexBurst), at: now}
-	s.urls = bucket{rate: cfg.Plan.URLRate, burst: float64(cfg.Plan.URLBurst), tokens: float64(cfg.Plan.URLBurst), at: now}
+	if cfg.Token != "" || len(cfg.Accounts) == 0 {
+		zones := make(map[string]string) // id → name
+		for _, id := range cfg.Zones {
+			zones[id] = id
+		}
+		for name, id := range cfg.ZoneNames {
+			zones[id] = name
+		}
+		s.addAccount(DefaultAccount, cfg.Token, zones, cfg.Plan, now)
+	}
+	for _, a := range cfg.Accounts {
+		zones := make(map[string]string, len(a.Zones))
+		for name, id := range a.Zones {
+			if _, dup := zones[id]; dup {
+				panic(fmt.Sprintf("cftest: account %q lists zone id %s twice", a.Name, id))
+			}
+			zones[id] = name
+		}
+		s.addAccount(a.Name, a.Token, zones, a.Plan, now)
+	}
+	for _, zones := range s.listed {
+		slices.SortFunc(zones, func(a, b zoneEntry) int { return cmp.Or(strings.Compare(a.Name, b.Name), strings.Compare(a.ID, b.ID)) })
+	}
 	s.ts = httptest.NewUnstartedServer(http.HandlerFunc(s.serve))
 	return s
 }
@@ -196,8 +245,8 @@ func (s *Server) SetFaults(f Faults, seed uint64) {
 	s.rng = mrand.New(mrand.NewPCG(seed, seed^0x9e3779b97f4a7c15))
 }
 
-// Force429 makes the next n calls answer 429 for scope. A forced global 429
-// also starts the block, as a real one does.
+// Force429 makes the next n purge calls answer 429 for scope. A forced
+// global 429 also starts the block of the call's token, as a real one does.
 func (s *Server) Force429(scope purge.Scope, n int) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -249,15 +298,24 @@ func (s *Server) Stats() Stats {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	st := s.stats
-	st.MaxInWindow = maxInWindow(s.arrivals, s.cfg.GlobalLimit.Per)
+	for _, w := range s.windows {
+		st.MaxInWindow = max(st.MaxInWindow, maxInWindow(w.arrivals, s.cfg.GlobalLimit.Per))
+	}
 	return st
 }
 
-// BlockedUntil is when the current block ends (zero if none began).
+// BlockedUntil is when the latest block of any token ends (zero if none
+// began).
 func (s *Server) BlockedUntil() time.Time {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	return s.blockUntil
+	var until time.Time
+	for _, w := range s.windows {
+		if w.blockUntil.After(until) {
+			until = w.blockUntil
+		}
+	}
+	return until
 }
 
 // maxInWindow slides a window of length w over sorted times.
@@ -310,9 +368,13 @@ func (s *Server) serve(w http.ResponseWriter, r *http.Request) {
 	case "/__sim/calls":
 		purge.WriteJSON(w, http.StatusOK, s.Calls())
 		return
+	case "/client/v4/zones":
+		s.serveZones(w, r)
+		return
 	}
+	token, _ := bearer(r)
 	call := Call{At: time.Now()}
-	a, batch := s.decide(r, &call)
+	a, batch := s.decide(r, token, &call)
 	call.Status, call.Code, call.Fault = a.status, a.code, a.fault
 	if a.status == http.StatusOK && a.fault == "" {
 		a.resultID = newID()
@@ -326,12 +388,7 @@ func (s *Server) serve(w http.ResponseWriter, r *http.Request) {
 		s.cfg.OnCall(call)
 	}
 
-	if s.cfg.Latency > 0 {
-		select {
-		case <-time.After(s.cfg.Latency):
-		case <-s.closing:
-		}
-	}
+	s.delay()
 	switch a.fault {
 	case "hang":
 		var timeout <-chan time.Time
@@ -355,23 +412,39 @@ func (s *Server) serve(w http.ResponseWriter, r *http.Request) {
 			}
 		}
 	case "malformed":
+		s.setRateHeaders(w.Header(), token)
 		w.Header().Set("Content-Type", "application/json")
 		w.WriteHeader(http.StatusOK)
 		w.Write([]byte(`{"success":true,"errors":[],"result":{"id":"`))
 		return
 	}
-	s.writeAnswer(w, a)
+	s.writeAnswer(w, token, a)
+}
+
+// delay holds an answer for the configured latency.
+func (s *Server) delay() {
+	if s.cfg.Latency > 0 {
+		select {
+		case <-time.After(s.cfg.Latency):
+		case <-s.closing:
+		}
+	}
 }
 
 // decide runs every check in Cloudflare's order and records the outcome in
 // the stats; it returns the answer and the decoded batch.
-func (s *Server) decide(r *http.Request, call *Call) (answer, purge.Batch) {
+func (s *Server) decide(r *http.Request, token string, call *Call) (answer, purge.Batch) {
 	zone, endpoint, ok := parsePath(r.URL.Path)
 	call.Zone = zone
 	if !ok || !(r.Method == http.MethodPost || r.Method == http.MethodDelete && endpoint == "purge_cache") {
 		return answer{status: http.StatusNotFound, code: purge.CodeNoRouteMethod, message: "No route for that URI"}, purge.Batch{}
 	}
-	if r.Header.Get("Authorization") != "Bearer "+s.cfg.Token {
+	owner := s.owner[zone]
+	if owner != nil {
+		call.Account = owner.name
+	}
+	win := s.windows[token]
+	if win == nil || owner != nil && owner.token != token { // an unknown token, or another account's zone
 		return answer{status: http.StatusForbidden, code: purge.CodeAuth, message: "Authentication error"}, purge.Batch{}
 	}
 	batch, decodeErr := decodeBody(r)
@@ -381,22 +454,16 @@ func (s *Server) decide(r *http.Request, call *Call) (answer, purge.Batch) {
 	defer s.mu.Unlock()
 	s.stats.Calls++
 	now := time.Now()
-	if now.Before(s.blockUntil) {
-		s.stats.DuringBlock++
-		s.stats.Global429++
+	if a, blocked := s.blocked(win, now); blocked {
 		call.DuringBlock = true
-		return globalLimited(s.blockUntil.Sub(now)), batch
+		return a, batch
 	}
-	if !s.zones[zone] {
+	if owner == nil {
 		return answer{status: http.StatusNotFound, code: purge.CodeNoRoute, message: "Could not route to /zones/" + zone + "/" + endpoint + ", perhaps your object identifier is invalid?"}, batch
 	}
-	if s.countInWindow(now) >= s.cfg.GlobalLimit.N {
-		s.stats.Exceeded++
-		s.stats.Global429++
-		s.blockUntil = now.Add(s.cfg.Block)
-		return globalLimited(s.cfg.Block), batch
+	if a, ok := s.admit(win, now); !ok {
+		return a, batch
 	}
-	s.arrivals = append(s.arrivals, now)
 
 	if len(s.forced) > 0 {
 		scope := s.forced[0]
@@ -405,7 +472,7 @@ func (s *Server) decide(r *http.Request, call *Call) (answer, purge.Batch) {
 		call.Scope = scope
 		if scope == purge.ScopeGlobal {
 			s.stats.Global429++
-			s.blockUntil = now.Add(s.cfg.Block)
+			win.blockUntil = now.Add(s.cfg.Block)
 			return globalLimited(s.cfg.Block), batch
 		}
 		s.stats.Bucket429++
@@ -421,12 +488,12 @@ func (s *Server) decide(r *http.Request, call *Call) (answer, purge.Batch) {
 	if decodeErr != nil {
 		return *decodeErr, batch
 	}
-	if a, ok := s.checkItems(batch); !ok {
+	if a, ok := checkItems(owner.plan, batch); !ok {
 		return a, batch
 	}
-	b, need := &s.flex, 1.0
+	b, need := &owner.flex, 1.0
 	if batch.Kind == purge.Files {
-		b, need = &s.urls, float64(len(batch.Items))
+		b, need = &owner.urls, float64(len(batch.Items))
 	}
 	if ok, wait := b.take(now, need); !ok {
 		s.stats.Bucket429++
@@ -452,21 +519,6 @@ func (s *Server) decide(r *http.Request, call *Call) (answer, purge.Batch) {
 	s.stats.Accepted++
 	s.stats.Items += len(batch.Items)
 	return answer{status: http.StatusOK}, batch
-}
-
-// countInWindow counts the arrivals in (now-window, now].
-func (s *Server) countInWindow(now time.Time) int {
-	start := now.Add(-s.cfg.GlobalLimit.Per)
-	lo, hi := 0, len(s.arrivals)
-	for lo < hi { // first arrival after start
-		mid := (lo + hi) / 2
-		if s.arrivals[mid].After(start) {
-			hi = mid
-		} else {
-			lo = mid + 1
-		}
-	}
-	return len(s.arrivals) - lo
 }
 
 func (s *Server) drawFault() string {
@@ -497,20 +549,29 @@ func purgeLimited(wait time.Duration) answer {
 		message: "Unable to purge, rate limit reached. Please wait and consider throttling your request speed", retryAfter: wait}
 }
 
-func (s *Server) writeAnswer(w http.ResponseWriter, a answer) {
+// setRateHeaders describes token's global window as Cloudflare does:
+// Ratelimit "default";r=<slots left>;t=<seconds until the oldest counted
+// call leaves the window> and Ratelimit-Policy "default";q=<limit>;w=<window
+// seconds>. An unknown token is shown an empty window.
+func (s *Server) setRateHeaders(h http.Header, token string) {
 	s.mu.Lock()
 	now := time.Now()
-	inWindow := s.countInWindow(now)
-	remaining := max(0, s.cfg.GlobalLimit.N-inWindow)
-	reset := time.Duration(0)
-	if inWindow > 0 { // the oldest counted arrival leaves the window then
-		reset = s.arrivals[len(s.arrivals)-inWindow].Add(s.cfg.GlobalLimit.Per).Sub(now)
+	inWindow, reset := 0, time.Duration(0)
+	if win := s.windows[token]; win != nil {
+		inWindow = win.count(now, s.cfg.GlobalLimit.Per)
+		if inWindow > 0 {
+			reset = win.arrivals[len(win.arrivals)-inWindow].Add(s.cfg.GlobalLimit.Per).Sub(now)
+		}
 	}
 	s.mu.Unlock()
+	h.Set("Ratelimit", fmt.Sprintf(`"default";r=%d;t=%d`, max(0, s.cfg.GlobalLimit.N-inWindow), ceilSeconds(reset)))
+	h.Set("Ratelimit-Policy", fmt.Sprintf(`"default";q=%d;w=%d`, s.cfg.GlobalLimit.N, ceilSeconds(s.cfg.GlobalLimit.Per)))
+}
+
+func (s *Server) writeAnswer(w http.ResponseWriter, token string, a answer) {
+	s.setRateHeaders(w.Header(), token)
 	h := w.Header()
 	h.Set("Content-Type", "application/json")
-	h.Set("Ratelimit", fmt.Sprintf(`"default";r=%d;t=%d`, remaining, ceilSeconds(reset)))
-	h.Set("Ratelimit-Policy", fmt.Sprintf(`"burst";q=%d;w=%d`, s.cfg.GlobalLimit.N, ceilSeconds(s.cfg.GlobalLimit.Per)))
 	if a.status == http.StatusTooManyRequests {
 		h.Set("Retry-After", strconv.Itoa(ceilSeconds(a.retryAfter)))
 	}
