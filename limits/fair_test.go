@@ -195,28 +195,63 @@ func TestAccountsShareTheTokenWindowOnly(t *testing.T) {
 func TestObserveCloudflareRemaining(t *testing.T) {
 	l := newLimiter(t, roomy(scopeName(t), rate.Per(5, time.Hour), 0))
 	ctx := context.Background()
-	if err := l.Observe(ctx, 2, time.Hour); err != nil {
+	need := limits.Need{Kind: purge.Tags, Items: 1}
+	zeroth, _ := l.Acquire(ctx, need)
+	first, _ := l.Acquire(ctx, need)
+	// the answer to the first call: three remain (so two for us: one is
+	// kept for the token's other users)
+	if err := l.Observe(ctx, 3, time.Hour, first.At); err != nil {
 		t.Fatal(err)
 	}
-	need := limits.Need{Kind: purge.Tags, Items: 1}
+	var last limits.Result
 	for i := range 2 {
-		if r, _ := l.Acquire(ctx, need); !r.OK {
-			t.Fatalf("call %d: %+v", i, r)
+		if last, _ = l.Acquire(ctx, need); !last.OK {
+			t.Fatalf("call %d: %+v", i+3, last)
 		}
 	}
 	r, _ := l.Acquire(ctx, need)
 	if r.OK || r.Blocker != "cloudflare" || r.Wait < 59*time.Minute {
-		t.Fatalf("third call: %+v", r)
+		t.Fatalf("fifth call: %+v", r)
 	}
-	if err := l.Observe(ctx, 1000, time.Hour); err != nil {
+	// the answer to an earlier call arriving late changes nothing
+	if err := l.Observe(ctx, 1000, time.Hour, zeroth.At); err != nil {
 		t.Fatal(err)
 	}
-	for i := range 3 {
-		if r, _ := l.Acquire(ctx, need); !r.OK {
-			t.Fatalf("call %d after the new observation: %+v", i+3, r)
-		}
+	if r, _ := l.Acquire(ctx, need); r.OK {
+		t.Fatalf("after a late answer to an earlier call: %+v", r)
+	}
+	// the answer to the latest call says plenty remain: the configured 5
+	// still hold
+	if err := l.Observe(ctx, 1000, time.Hour, last.At); err != nil {
+		t.Fatal(err)
+	}
+	if r, _ := l.Acquire(ctx, need); !r.OK {
+		t.Fatalf("fifth call after the latest answer: %+v", r)
 	}
 	if r, _ := l.Acquire(ctx, need); r.OK || r.Blocker != "global" {
 		t.Errorf("sixth call: %+v (the configured 5 still hold)", r)
+	}
+}
+
+// TestObserveReset: once the slot Cloudflare said frees next is free, one
+// call goes, and no other until an answer says more.
+func TestObserveReset(t *testing.T) {
+	l := newLimiter(t, roomy(scopeName(t), rate.Per(100, time.Hour), 0))
+	ctx := context.Background()
+	need := limits.Need{Kind: purge.Tags, Items: 1}
+	first, _ := l.Acquire(ctx, need)
+	if err := l.Observe(ctx, 0, 200*time.Millisecond, first.At); err != nil {
+		t.Fatal(err)
+	}
+	r, _ := l.Acquire(ctx, need)
+	if r.OK || r.Blocker != "cloudflare" || r.Wait > 200*time.Millisecond {
+		t.Fatalf("with none remaining: %+v", r)
+	}
+	time.Sleep(r.Wait)
+	if r, _ := l.Acquire(ctx, need); !r.OK {
+		t.Fatalf("once the slot freed: %+v", r)
+	}
+	if r, _ := l.Acquire(ctx, need); r.OK || r.Blocker != "cloudflare" {
+		t.Errorf("a second call before the first's answer: %+v", r)
 	}
 }

@@ -24,6 +24,7 @@ type keys struct {
 	globalWaiters                 string // zset: lanes waiting for the window (+ ":until" hash)
 	served                        string // zset: lane → last grant
 	cloudflare                    string // hash: Cloudflare's own count (Observe)
+	wanted                        string // hash: slots scarce buckets want of the window
 }
 
 // keysFor names the keys of a token's window and an account's buckets.
@@ -52,6 +53,7 @@ func keysFor(token, account string) keys {
 		globalWaiters: p + "waiters:global",
 		served:        p + "served",
 		cloudflare:    p + "cloudflare",
+		wanted:        p + "wanted",
 	}
 }
 

@@ -132,14 +132,17 @@ type Result struct {
 // lone item of a quiet zone goes out with the next token instead of
 // behind every call of a busy zone already waiting; and a call whose bucket
 // has a token wins the next global slot over calls of a scope whose bucket
-// is never the constraint.
+// is never the constraint, which also leave free the slots a scarce
+// bucket with calls waiting will want within the window.
 //
 // KEYS[1] window zset, KEYS[2] bucket hash, KEYS[3] global cooldown,
 // KEYS[4] bucket cooldown, KEYS[5] the bucket's claim (a high-priority
 // call waiting for its next token), KEYS[6] bucket waiters (zset: lane →
 // last served), KEYS[7] their deadlines (hash), KEYS[8] global waiters,
 // KEYS[9] their deadlines, KEYS[10] served (zset: lane → last grant),
-// KEYS[11] Cloudflare's own count (hash: r, until, at; Observe).
+// KEYS[11] Cloudflare's own count (hash: r, until, at; Observe),
+// KEYS[12] the slots scarce buckets want (hash), KEYS[13] the window's
+// calls of scarce buckets (zset).
 // ARGV[1] "1" for a dry run (Peek), ARGV[2] "1" if the call counts in the
 // window, ARGV[3] window limit, ARGV[4] window length with guard (µs),
 // ARGV[5] bucket refill per µs, ARGV[6] bucket size, ARGV[7] tokens needed,
@@ -165,10 +168,10 @@ local function exact(x) return string.format('%.0f', x) end
 local function consider(w, name)
   if w > wait then wait, blocker = w, name end
 end
--- how many waiters served before this lane still ask (up to 16),
+-- how many waiters scored before this lane's score still ask (up to 16),
 -- pruning those past their deadline
-local function rivals(wkey, ukey, served)
-  local list = redis.call('ZRANGEBYSCORE', wkey, '-inf', '(' .. exact(served), 'LIMIT', 0, 16)
+local function rivals(wkey, ukey, score)
+  local list = redis.call('ZRANGEBYSCORE', wkey, '-inf', '(' .. exact(score), 'LIMIT', 0, 16)
   local n = 0
   for _, m in ipairs(list) do
     if (tonumber(redis.call('HGET', ukey, m)) or 0) < now then
@@ -195,12 +198,20 @@ if counts and inwin >= limit then
   consider(nextSlot(), 'global')
 end
 -- Cloudflare's own count of what is left (the token may be used
--- elsewhere): never more than it said remains, less what went since.
+-- elsewhere): never more than it said remains, less what was acquired
+-- since the call it answered (which it may not have counted), keeping
+-- one slot for the token's other users. Once the slot it said frees next
+-- is free, one call goes at a time until an answer says more.
 local cf = redis.call('HMGET', KEYS[11], 'r', 'until', 'at')
-if counts and cf[1] and tonumber(cf[2]) > now then
-  local used = redis.call('ZCOUNT', KEYS[1], exact(tonumber(cf[3]) - tonumber(ARGV[10])), '+inf')
-  if tonumber(cf[1]) - used <= 0 then
-    consider(tonumber(cf[2]) - now, 'cloudflare')
+if counts and cf[1] then
+  local untilv = tonumber(cf[2])
+  if now < untilv then
+    local used = redis.call('ZCOUNT', KEYS[1], '(' .. cf[3], '+inf')
+    if tonumber(cf[1]) - used <= 1 then
+      consider(untilv - now, 'cloudflare')
+    end
+  elseif redis.call('ZCOUNT', KEYS[1], cf[2], '+inf') >= 1 then
+    consider(100000, 'cloudflare') -- the answer to the one call sent since
   end
 end
 
@@ -220,6 +231,39 @@ if tokens < want then
   consider(bucketWait, ARGV[9])
 end
 local second = math.max(1, math.ceil((want + need - tokens) / refill))
+-- For the global window, a call whose bucket is scarce (it holds this
+-- call's tokens but not the next one's: its refill is wasted while the
+-- call waits) goes before calls whose bucket is not the constraint.
+local scarce = not globalOnly and tokens < want + need
+local gscore = served
+if scarce then gscore = served - 1e16 end
+-- A scarce bucket with calls waiting will use its refill's worth of the
+-- global window: calls of buckets that are not the constraint leave that
+-- many slots free (KEYS[12]: bucket → slots a window and until when it
+-- wants them; KEYS[13]: the window's calls of scarce buckets).
+local slotsWanted = math.min(limit, math.floor(refill * win / math.max(1, need)))
+local reserve = 0
+if counts and not scarce and not high then
+  local d = redis.call('HGETALL', KEYS[12])
+  for i = 1, #d, 2 do
+    if d[i] ~= KEYS[2] then
+      local n, untilv = string.match(d[i + 1], '^(%d+):(%d+)$')
+      if n and tonumber(untilv) > now then reserve = reserve + tonumber(n) end
+    end
+  end
+  if reserve > 0 then
+    -- never more than half the window: the others are served too
+    reserve = math.min(math.floor(limit / 2), reserve)
+    reserve = math.max(0, reserve - redis.call('ZCOUNT', KEYS[13], '(' .. exact(now - win), '+inf'))
+  end
+  if reserve > 0 and limit - inwin <= reserve then
+    consider(nextSlot(), 'reserve:global')
+  end
+end
+local function wanting()
+  redis.call('HSET', KEYS[12], KEYS[2], slotsWanted .. ':' .. exact(now + 2 * math.max(1000000, 1 / refill)))
+  redis.call('PEXPIRE', KEYS[12], math.ceil(win / 1000) + 1000)
+end
 if not high then
   local claim = redis.call('PTTL', KEYS[5])
   if claim > 0 and tokens < want + need then
@@ -229,7 +273,7 @@ if not high then
   if lane ~= '' and bucketWait == 0 and tokens < want + need and rivals(KEYS[6], KEYS[7], served) > 0 then
     consider(second, 'fair:' .. ARGV[9])
   end
-  if lane ~= '' and wait == 0 and counts and rivals(KEYS[8], KEYS[9], served) >= limit - inwin then
+  if lane ~= '' and wait == 0 and counts and rivals(KEYS[8], KEYS[9], gscore) >= limit - inwin then
     consider(nextSlot(), 'fair:global')
   end
 end
@@ -242,14 +286,15 @@ if high and not dry then
 end
 
 if wait > 0 then
+  if not dry and bucketWait > 0 and counts then wanting() end
   if not dry and lane ~= '' and not high and string.sub(blocker, 1, 9) ~= 'cooldown:' then
     -- wait in line: for the bucket, or (the bucket holding a token) for
     -- the global window
-    local wkey, ukey = KEYS[6], KEYS[7]
-    if bucketWait == 0 and (blocker == 'global' or blocker == 'fair:global' or blocker == 'cloudflare') then
-      wkey, ukey = KEYS[8], KEYS[9]
+    local wkey, ukey, score = KEYS[6], KEYS[7], served
+    if bucketWait == 0 and (blocker == 'global' or blocker == 'fair:global' or blocker == 'reserve:global' or blocker == 'cloudflare') then
+      wkey, ukey, score = KEYS[8], KEYS[9], gscore
     end
-    redis.call('ZADD', wkey, served, me)
+    redis.call('ZADD', wkey, exact(score), me)
     redis.call('HSET', ukey, me, exact(now + wait + slack))
     redis.call('PEXPIRE', wkey, math.ceil((wait + slack) / 1000) + 1000)
     redis.call('PEXPIRE', ukey, math.ceil((wait + slack) / 1000) + 1000)
@@ -264,6 +309,12 @@ if counts then
   redis.call('ZADD', KEYS[1], exact(now), ARGV[8])
   redis.call('PEXPIRE', KEYS[1], math.ceil(win / 1000) + 1000)
   inwin = inwin + 1
+  if scarce then
+    wanting()
+    redis.call('ZREMRANGEBYSCORE', KEYS[13], '-inf', exact(now - win))
+    redis.call('ZADD', KEYS[13], exact(now), ARGV[8])
+    redis.call('PEXPIRE', KEYS[13], math.ceil(win / 1000) + 1000)
+  end
 end
 if not globalOnly then
   tokens = tokens - need
@@ -308,7 +359,8 @@ func (l *Limiter) run(ctx context.Context, c Need, dry bool) (Result, error) {
 	waiters := l.keys.waiters(c.bucket())
 	res, err := acquireCmd.Run(ctx, l.rdb,
 		[]string{l.keys.window, bucketKey, l.keys.coolGlobal, coolKey, l.keys.claim(c.bucket()),
-			waiters, waiters + ":until", l.keys.globalWaiters, l.keys.globalWaiters + ":until", l.keys.served, l.keys.cloudflare},
+			waiters, waiters + ":until", l.keys.globalWaiters, l.keys.globalWaiters + ":until", l.keys.served, l.keys.cloudflare,
+			l.keys.wanted, l.keys.window + ":scarce"},
 		flag(dry), flag(counts), l.cfg.Global.N, window.Microseconds(),
 		strconv.FormatFloat(b.Rate.PerSecond()/1e6, 'g', -1, 64), b.Burst, need, member(), string(c.bucket()), l.cfg.Guard.Microseconds(), flag(c.High),
 		c.Lane, waiterSlack.Microseconds(), flag(c.Kind == ""),
@@ -337,28 +389,36 @@ func (l *Limiter) run(ctx context.Context, c Need, dry bool) (Result, error) {
 // one that does not ask again by then (re-scheduled, crashed) loses it.
 const waiterSlack = 500 * time.Millisecond
 
-// observeCmd keeps what Cloudflare said remains of the token's window.
+// observeCmd keeps what Cloudflare said remains of the token's window,
+// unless an answer to a later call is kept already.
 //
 // KEYS[1] the observation hash. ARGV[1] remaining, ARGV[2] µs until
-// Cloudflare's window frees a slot.
+// Cloudflare's window frees a slot, ARGV[3] when the answered call was
+// acquired (µs, the server's clock), ARGV[4] how long to keep it (ms).
 var observeCmd = redis.NewScript(`
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
-local untilv = now + tonumber(ARGV[2])
-redis.call('HSET', KEYS[1], 'r', ARGV[1], 'until', string.format('%.0f', untilv), 'at', string.format('%.0f', now))
-redis.call('PEXPIRE', KEYS[1], math.ceil(tonumber(ARGV[2]) / 1000) + 1000)
+local prev = tonumber(redis.call('HGET', KEYS[1], 'at')) or 0
+if prev > tonumber(ARGV[3]) then return 0 end
+redis.call('HSET', KEYS[1], 'r', ARGV[1], 'until', string.format('%.0f', now + tonumber(ARGV[2])), 'at', ARGV[3])
+redis.call('PEXPIRE', KEYS[1], ARGV[4])
 return 1
 `)
 
 // Observe folds in Cloudflare's own count of the token's window (its
-// Ratelimit header: remaining calls, and when the window frees a slot):
-// until then, calls go only while fewer have been acquired since than it
-// said remain. It never loosens the configured limit, which still holds.
-func (l *Limiter) Observe(ctx context.Context, remaining int, reset time.Duration) error {
-	if reset <= 0 {
+// Ratelimit header: remaining calls, and when the window frees a slot),
+// given in the answer to a call acquired at acquired (Result.At): until
+// then, calls go only while fewer have been acquired since than it said
+// remain, less one kept for the token's other users; after, one at a
+// time until an answer says more. It never loosens the configured limit,
+// which still holds.
+func (l *Limiter) Observe(ctx context.Context, remaining int, reset time.Duration, acquired time.Time) error {
+	if reset <= 0 || acquired.IsZero() {
 		return nil
 	}
-	if err := observeCmd.Run(ctx, l.rdb, []string{l.keys.cloudflare}, max(0, remaining), reset.Microseconds()).Err(); err != nil {
+	keep := max(reset, l.cfg.Global.Per) + l.cfg.Guard
+	if err := observeCmd.Run(ctx, l.rdb, []string{l.keys.cloudflare}, max(0, remaining), reset.Microseconds(),
+		strconv.FormatInt(acquired.UnixMicro(), 10), keep.Milliseconds()).Err(); err != nil {
 		return fmt.Errorf("limits: observe: %w", err)
 	}
 	return nil

@@ -84,7 +84,7 @@ type Limiter interface {
 	Acquire(ctx context.Context, c limits.Need) (limits.Result, error)
 	Cooldown(ctx context.Context, scope purge.Scope, d time.Duration) (time.Time, error)
 	CooldownFor(e *purge.Error, c limits.Need, globalCooldown time.Duration) time.Duration
-	Observe(ctx context.Context, remaining int, reset time.Duration) error
+	Observe(ctx context.Context, remaining int, reset time.Duration, acquired time.Time) error
 }
 
 // CallStore is what the call handler needs of the outbox's state
@@ -176,7 +176,8 @@ func (h *CallHandler) process(ctx context.Context, t *asynq.Task) error {
 	}
 	log = log.With().Str("account", acct.Name).Logger()
 	need := limits.Need{Kind: call.Kind, Items: len(call.Items), High: call.Priority == "high", Lane: call.Zone}
-	if err := h.acquire(ctx, acct.Limiter, need); err != nil {
+	acquired, err := h.acquire(ctx, acct.Limiter, need)
+	if err != nil {
 		return err
 	}
 	first, err := h.Outbox.MarkSent(ctx, call.ID, randomToken())
@@ -187,7 +188,7 @@ func (h *CallHandler) process(ctx context.Context, t *asynq.Task) error {
 		log.Warn().Msg("re-sending a call whose earlier attempt had an unknown outcome (crash, timeout or reset): its items may be purged twice")
 	}
 	acc, err := acct.API.Purge(ctx, call.Zone, call.Batch())
-	h.observeRate(ctx, log, acct, acc, err)
+	h.observeRate(ctx, log, acct, acquired, acc, err)
 	outcome, scope := "accepted", purge.Scope("")
 	if err != nil {
 		c := purge.ClassOf(err)
@@ -204,7 +205,7 @@ func (h *CallHandler) process(ctx context.Context, t *asynq.Task) error {
 
 // observeRate folds Cloudflare's own count of the token's window (its
 // Ratelimit header) into the limits: the token may be used elsewhere too.
-func (h *CallHandler) observeRate(ctx context.Context, log zerolog.Logger, acct *Account, acc purge.Accepted, err error) {
+func (h *CallHandler) observeRate(ctx context.Context, log zerolog.Logger, acct *Account, acquired time.Time, acc purge.Accepted, err error) {
 	rate := acc.Rate
 	var pe *purge.Error
 	if errors.As(err, &pe) {
@@ -213,30 +214,31 @@ func (h *CallHandler) observeRate(ctx context.Context, log zerolog.Logger, acct 
 	if rate == nil {
 		return
 	}
-	if err := acct.Limiter.Observe(ctx, rate.Remaining, rate.Reset); err != nil {
+	if err := acct.Limiter.Observe(ctx, rate.Remaining, rate.Reset, acquired); err != nil {
 		log.Warn().Err(err).Msg("keeping Cloudflare's count of the window failed")
 	}
 }
 
 // acquire takes the call's limits, sleeping for short waits and
-// re-scheduling the task for long ones.
-func (h *CallHandler) acquire(ctx context.Context, lim Limiter, need limits.Need) error {
+// re-scheduling the task for long ones. It returns when they were taken
+// (the Redis clock).
+func (h *CallHandler) acquire(ctx context.Context, lim Limiter, need limits.Need) (time.Time, error) {
 	for {
 		r, err := lim.Acquire(ctx, need)
 		if err != nil {
-			return err
+			return time.Time{}, err
 		}
 		if r.OK {
-			return nil
+			return r.At, nil
 		}
 		if r.Wait > h.InlineWait {
 			// Come back a little early (asynq schedules in whole seconds)
 			// and wait the rest in-process.
-			return &Wait{D: r.Wait - h.InlineWait/2, Reason: r.Blocker}
+			return time.Time{}, &Wait{D: r.Wait - h.InlineWait/2, Reason: r.Blocker}
 		}
 		select {
 		case <-ctx.Done():
-			return ctx.Err()
+			return time.Time{}, ctx.Err()
 		case <-time.After(r.Wait):
 		}
 	}

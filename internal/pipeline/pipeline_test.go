@@ -108,7 +108,7 @@ type fakeLimiter struct {
 	observed  []int // the remaining counts observed
 }
 
-func (l *fakeLimiter) Observe(_ context.Context, remaining int, _ time.Duration) error {
+func (l *fakeLimiter) Observe(_ context.Context, remaining int, _ time.Duration, _ time.Time) error {
 	l.observed = append(l.observed, remaining)
 	return nil
 }
@@ -117,7 +117,7 @@ func (l *fakeLimiter) Acquire(context.Context, limits.Need) (limits.Result, erro
 	if l.busy > 0 {
 		return limits.Result{Wait: l.busy, Blocker: "flex"}, nil
 	}
-	return limits.Result{OK: true}, nil
+	return limits.Result{OK: true, At: time.Now()}, nil
 }
 
 func (l *fakeLimiter) Cooldown(_ context.Context, s purge.Scope, d time.Duration) (time.Time, error) {

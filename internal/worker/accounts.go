@@ -194,17 +194,18 @@ func (as *accounts) zonesOf(a *account) tasks.Zones {
 // window like any API call: the first is acquired before, the others
 // (50 zones a page) recorded after.
 func (as *accounts) list1(ctx context.Context, a *account) (tasks.Zones, error) {
-	if err := as.globalSlot(ctx, a); err != nil {
+	acquired, err := as.globalSlot(ctx, a)
+	if err != nil {
 		return nil, err
 	}
 	listed, rate, err := a.api.ListZones(ctx)
 	for range max(0, (len(listed)-1)/zonesPerPage) {
-		if err := as.globalSlot(ctx, a); err != nil {
+		if _, err := as.globalSlot(ctx, a); err != nil {
 			return nil, err
 		}
 	}
 	if rate != nil {
-		a.limiter.Observe(ctx, rate.Remaining, rate.Reset)
+		a.limiter.Observe(ctx, rate.Remaining, rate.Reset, acquired)
 	}
 	if err != nil {
 		return nil, err
@@ -216,16 +217,17 @@ func (as *accounts) list1(ctx context.Context, a *account) (tasks.Zones, error) 
 	return zones, nil
 }
 
-// globalSlot takes a slot in the account's global window, waiting for one.
-func (as *accounts) globalSlot(ctx context.Context, a *account) error {
+// globalSlot takes a slot in the account's global window, waiting for
+// one; it returns when it was taken.
+func (as *accounts) globalSlot(ctx context.Context, a *account) (time.Time, error) {
 	for {
 		r, err := a.limiter.Acquire(ctx, limits.Need{})
 		if err != nil || r.OK {
-			return err
+			return r.At, err
 		}
 		select {
 		case <-ctx.Done():
-			return ctx.Err()
+			return time.Time{}, ctx.Err()
 		case <-time.After(r.Wait):
 		}
 	}

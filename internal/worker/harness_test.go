@@ -72,9 +72,12 @@ func setup(t *testing.T, sim cftest.Config, vars map[string]string) *env {
 	rdb := testredis.Connect(t)
 	testredis.Flush(t, rdb)
 
-	sim.Token = token
-	for _, id := range zoneNames {
-		sim.Zones = append(sim.Zones, id)
+	// with accounts, the test describes every account and zone itself
+	if len(sim.Accounts) == 0 {
+		sim.Token = token
+		for _, id := range zoneNames {
+			sim.Zones = append(sim.Zones, id)
+		}
 	}
 	if sim.Plan.MaxFiles == 0 {
 		sim.Plan = roomyPlan()
@@ -104,6 +107,9 @@ func setup(t *testing.T, sim cftest.Config, vars map[string]string) *env {
 		"PURGE_GLOBAL_LIMIT":         "100000/1s",
 		"PURGE_RETRY_BASE":           "100ms",
 		"PURGE_RETRY_MAX":            "1s",
+	}
+	if len(sim.Accounts) > 0 {
+		all["PURGE_ZONES"], all["PURGE_CLOUDFLARE_API_TOKEN"] = "", ""
 	}
 	for k, v := range vars {
 		all[k] = v
