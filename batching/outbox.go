@@ -291,9 +291,11 @@ func (o *Outbox) Hold(ctx context.Context, lane Lane, d time.Duration) error {
 	return holdCmd.Run(ctx, o.rdb, []string{keyspace.Ready}, lane.id(), max(1, d.Milliseconds())).Err()
 }
 
-// IndexLanes puts every lane with items into the ready index unless it is
-// there: lanes admitted by a version without the index (run at start-up;
-// a lane that empties meanwhile leaves the index at its next look).
+// IndexLanes makes every lane with items due in the ready index (run at
+// start-up): lanes admitted by a version without the index, and lanes
+// pushed back under another PURGE_BATCH_WAIT than this worker's, are
+// looked at once. A lane that empties meanwhile leaves the index at its
+// next look.
 func (o *Outbox) IndexLanes(ctx context.Context) error {
 	ids, err := o.rdb.SMembers(ctx, keyspace.Lanes).Result()
 	if err != nil {
@@ -304,7 +306,7 @@ func (o *Outbox) IndexLanes(ctx context.Context) error {
 		for i, id := range chunk {
 			zs[i] = redis.Z{Member: id}
 		}
-		if err := o.rdb.ZAddNX(ctx, keyspace.Ready, zs...).Err(); err != nil {
+		if err := o.rdb.ZAdd(ctx, keyspace.Ready, zs...).Err(); err != nil {
 			return err
 		}
 	}

@@ -63,12 +63,20 @@ func TestReadyIndex(t *testing.T) {
 	if n, _ := rdb.ZCard(ctx, keyspace.Ready).Result(); n != 1 {
 		t.Errorf("%d lanes indexed, want a's alone", n)
 	}
-	// a lane admitted by a version without the index is indexed at start
-	rdb.ZRem(ctx, keyspace.Ready, a.id())
+	// at start-up every lane with items is due: a's hour (another
+	// worker's batch wait) is not this worker's
 	if err := ob.IndexLanes(ctx); err != nil {
 		t.Fatal(err)
 	}
 	if got := readyIDs(t, ob); !slices.Equal(got, []string{a.id()}) {
 		t.Errorf("ready %v after IndexLanes", got)
+	}
+	// a lane admitted by a version without the index is indexed too
+	rdb.ZRem(ctx, keyspace.Ready, a.id())
+	if err := ob.IndexLanes(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if got := readyIDs(t, ob); !slices.Equal(got, []string{a.id()}) {
+		t.Errorf("ready %v after IndexLanes of an unindexed lane", got)
 	}
 }

@@ -2,8 +2,11 @@ package batching
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
+	"fmt"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/hibiken/asynq"
@@ -41,6 +44,20 @@ type Status struct {
 	// Error says why a request failed as a whole (its staged items were
 	// lost before admission), when it did.
 	Error string `json:"error,omitempty"`
+	// NotBefore: a delayed request's items are not sent before then.
+	NotBefore *time.Time `json:"not_before,omitempty"`
+	// RepeatAfter: the items are purged again this long after the request
+	// is done; Repeat names that repeat once it is scheduled, and RepeatOf
+	// the request a repeat repeats.
+	RepeatAfter string  `json:"repeat_after,omitempty"`
+	Repeat      *Repeat `json:"repeat,omitempty"`
+	RepeatOf    string  `json:"repeat_of,omitempty"`
+}
+
+// Repeat is a request's scheduled repeat: its id, and when it is due.
+type Repeat struct {
+	ID string    `json:"id"`
+	At time.Time `json:"at"`
 }
 
 // ErrUnknownRequest: no admitted request has the id (it may still wait in
@@ -79,16 +96,41 @@ func (o *Requests) Status(ctx context.Context, id string) (Status, error) {
 	if derr != nil {
 		return st, derr
 	}
-	return Status{ID: id, State: Queued, Total: req.Total(), Producer: req.Producer, Source: req.Source}, nil
+	st = Status{ID: id, State: Queued, Total: req.Total(), Producer: req.Producer, Source: req.Source, RepeatOf: req.RepeatOf}
+	st.follow(map[string]string{"not_before": strconv.FormatInt(req.NotBefore, 10), "repeat_after": strconv.FormatInt(req.RepeatAfter, 10)})
+	return st, nil
+}
+
+// follow fills the status's timing from a request's meta hash
+// (keyspace.RequestMeta) or payload.
+func (s *Status) follow(m map[string]string) {
+	ms := func(k string) int64 { n, _ := strconv.ParseInt(m[k], 10, 64); return n }
+	if t := ms("not_before"); t > 0 {
+		at := time.UnixMilli(t).UTC()
+		s.NotBefore = &at
+	}
+	if m["repeat_id"] != "" {
+		s.Repeat = &Repeat{ID: m["repeat_id"], At: time.UnixMilli(ms("repeat_at")).UTC()}
+	} else if d := ms("repeat_after"); d > 0 {
+		s.RepeatAfter = (time.Duration(d) * time.Millisecond).String()
+	}
+	if m["repeat_of"] != "" {
+		s.RepeatOf = m["repeat_of"]
+	}
 }
 
 // Admitted reads the status of a request the outbox admitted (ErrUnknownRequest
 // for one still in the queue, or whose status expired).
 func (o *Requests) Admitted(ctx context.Context, id string) (Status, error) {
-	v, err := o.rdb.HGetAll(ctx, keyspace.Request(id)).Result()
+	var req, meta *redis.MapStringStringCmd
+	_, err := o.rdb.Pipelined(ctx, func(p redis.Pipeliner) error {
+		req, meta = p.HGetAll(ctx, keyspace.Request(id)), p.HGetAll(ctx, keyspace.RequestMeta(id))
+		return nil
+	})
 	if err != nil {
 		return Status{}, err
 	}
+	v := req.Val()
 	if len(v) == 0 {
 		return Status{}, ErrUnknownRequest
 	}
@@ -108,6 +150,7 @@ func (o *Requests) Admitted(ctx context.Context, id string) (Status, error) {
 	default:
 		s.State = Queued
 	}
+	s.follow(meta.Val())
 	return s, nil
 }
 
@@ -116,8 +159,126 @@ func (o *Requests) Admitted(ctx context.Context, id string) (Status, error) {
 // expired or vanished before admission). Items of it already admitted
 // still go out.
 func (o *Requests) Fail(ctx context.Context, id, reason string) error {
-	if err := o.rdb.HSet(ctx, keyspace.Request(id), "error", reason, "finished", time.Now().UnixMilli()).Err(); err != nil {
-		return err
+	return finishedCmd.Run(ctx, o.rdb, []string{keyspace.Request(id)}, prefix, o.retention.Milliseconds(), id, reason).Err()
+}
+
+// Follow records what a request asks for beyond its items (its callback,
+// timing and repeat, in its meta hash), before its admission begins, so
+// that the scripts that end it note the end (credit.lua). A request to be
+// repeated keeps its repeat's payload until the repeat is scheduled.
+// Recording again (a retried task) changes nothing.
+func (o *Requests) Follow(ctx context.Context, r *tasks.Request) error {
+	var fields []any
+	for _, f := range []struct {
+		name string
+		v    any
+		set  bool
+	}{{"callback", r.CallbackURL, r.CallbackURL != ""}, {"not_before", r.NotBefore, r.NotBefore > 0},
+		{"repeat_after", r.RepeatAfter, r.RepeatAfter > 0}, {"repeat_of", r.RepeatOf, r.RepeatOf != ""}} {
+		if f.set {
+			fields = append(fields, f.name, f.v)
+		}
 	}
-	return o.rdb.PExpire(ctx, keyspace.Request(id), o.retention).Err()
+	if len(fields) == 0 {
+		return nil
+	}
+	_, err := o.rdb.TxPipelined(ctx, func(p redis.Pipeliner) error {
+		p.HSet(ctx, keyspace.RequestMeta(r.ID), fields...)
+		p.PExpire(ctx, keyspace.RequestMeta(r.ID), requestIdle)
+		if r.RepeatAfter > 0 {
+			b, err := json.Marshal(r.Repeat())
+			if err != nil {
+				return err
+			}
+			p.Set(ctx, keyspace.RepeatOf(r.ID), b, requestIdle)
+		}
+		return nil
+	})
+	return err
+}
+
+// requestIdle is requestIdleMs as a duration.
+var requestIdle = func() time.Duration {
+	ms, _ := strconv.Atoi(requestIdleMs)
+	return time.Duration(ms) * time.Millisecond
+}()
+
+// Ending is one end of a request with follow-ups, noted by the script that
+// ended it (keyspace.Ended).
+type Ending struct {
+	Entry string // as listed: "id state"
+	ID    string
+	State State
+}
+
+// Endings lists up to n ends not yet followed up, oldest first.
+func (o *Requests) Endings(ctx context.Context, n int) ([]Ending, error) {
+	entries, err := o.rdb.LRange(ctx, keyspace.Ended, 0, int64(n)-1).Result()
+	out := make([]Ending, 0, len(entries))
+	for _, e := range entries {
+		id, state, _ := strings.Cut(e, " ")
+		out = append(out, Ending{Entry: e, ID: id, State: State(state)})
+	}
+	return out, err
+}
+
+// Followed removes an end whose follow-ups are queued.
+func (o *Requests) Followed(ctx context.Context, e Ending) error {
+	return o.rdb.LRem(ctx, keyspace.Ended, 1, e.Entry).Err()
+}
+
+// Followups is what a request asks for once it ends.
+type Followups struct {
+	CallbackURL string
+	// RepeatAfter is the wait before the repeat; Repeated is set once the
+	// repeat is scheduled.
+	RepeatAfter time.Duration
+	Repeated    bool
+	// Finished is when the request ended (Redis clock).
+	Finished time.Time
+}
+
+// Followups reads a request's follow-ups (ErrUnknownRequest once its
+// status expired).
+func (o *Requests) Followups(ctx context.Context, id string) (Followups, error) {
+	var meta *redis.MapStringStringCmd
+	var finished *redis.StringCmd
+	_, err := o.rdb.Pipelined(ctx, func(p redis.Pipeliner) error {
+		meta, finished = p.HGetAll(ctx, keyspace.RequestMeta(id)), p.HGet(ctx, keyspace.Request(id), "finished")
+		return nil
+	})
+	if err != nil && !errors.Is(err, redis.Nil) {
+		return Followups{}, err
+	}
+	m := meta.Val()
+	if len(m) == 0 {
+		return Followups{}, ErrUnknownRequest
+	}
+	after, _ := strconv.ParseInt(m["repeat_after"], 10, 64)
+	ms, _ := finished.Int64()
+	return Followups{CallbackURL: m["callback"], RepeatAfter: time.Duration(after) * time.Millisecond,
+		Repeated: m["repeat_id"] != "", Finished: time.UnixMilli(ms)}, nil
+}
+
+// RepeatPayload is the request that will repeat request id (Follow kept it).
+func (o *Requests) RepeatPayload(ctx context.Context, id string) (*tasks.Request, error) {
+	b, err := o.rdb.Get(ctx, keyspace.RepeatOf(id)).Bytes()
+	if errors.Is(err, redis.Nil) {
+		return nil, fmt.Errorf("%w: the payload of request %s's repeat expired", ErrUnknownRequest, id)
+	}
+	if err != nil {
+		return nil, err
+	}
+	return tasks.DecodeRequest(b)
+}
+
+// Repeated records that request id's repeat is scheduled, for its status,
+// and drops the payload kept for it.
+func (o *Requests) Repeated(ctx context.Context, id, repeatID string, at time.Time) error {
+	_, err := o.rdb.TxPipelined(ctx, func(p redis.Pipeliner) error {
+		p.HSet(ctx, keyspace.RequestMeta(id), "repeat_id", repeatID, "repeat_at", at.UnixMilli())
+		p.Del(ctx, keyspace.RepeatOf(id))
+		return nil
+	})
+	return err
 }

@@ -53,4 +53,6 @@ var (
 	recentCmd = script("recent")
 	// retryCmd re-admits dead-letter entries (lua/retry.lua).
 	retryCmd = script("clock", "sources", "lanes", "retry")
+	// finishedCmd fails a request as a whole (lua/finished.lua).
+	finishedCmd = script("clock", "sources", "credit", "finished")
 )

@@ -9,6 +9,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"net/url"
 	"slices"
 	"strings"
 	"time"
@@ -46,6 +47,14 @@ type PurgeRequest struct {
 	// (imports, backfills): when the limits are the bottleneck, high items
 	// leave first and bulk ones only take what the others leave.
 	Priority string
+	// CallbackURL, when set, is POSTed the request's status, signed, once
+	// it ends (done or failed): http or https only.
+	CallbackURL string
+	// Delay holds the items back: none is sent before now + Delay.
+	// RepeatAfter purges the same items again, as a new request linked to
+	// this one, RepeatAfter after this one is done (its purges accepted).
+	// Each is at most MaxDelay.
+	Delay, RepeatAfter time.Duration
 }
 
 // ItemsRequest is a request of items of one kind (files, tags, hosts or
@@ -104,6 +113,9 @@ type Client struct {
 type ClientOptions struct {
 	// Zones are the configured zones (PURGE_ZONES).
 	Zones Zones
+	// CheckCallback vets a callback URL beyond its scheme (the allow-list,
+	// a signing secret); nil accepts any http(s) URL.
+	CheckCallback func(*url.URL) error
 	// Retention keeps a processed request task that has an idempotency key,
 	// and so the key, this long (others are deleted once admitted, so that
 	// Redis does not hold every request's payload). Zero means 24h.
@@ -200,15 +212,17 @@ func (c *Client) Build(pr PurgeRequest) (*Request, error) {
 	if err := CheckPriority(pr.Priority); err != nil {
 		b.bad = append(b.bad, purge.Invalid{Item: pr.Priority, Reason: err.Error()})
 	}
+	req := &Request{ID: requestID(pr.IdempotencyKey), Idempotent: pr.IdempotencyKey != "", Nonce: newID(),
+		EnqueuedAt: time.Now().UnixMilli(), Soft: pr.Soft, Zones: b.out, Producer: producerOr(pr.Producer), Source: pr.Source,
+		Priority: priorityOf(pr.Priority)}
+	b.bad = append(b.bad, c.followups(pr, req)...)
 	if len(b.bad) > 0 {
 		return nil, &purge.InvalidError{Items: b.bad}
 	}
 	if len(b.out) == 0 {
 		return nil, &purge.InvalidError{Items: []purge.Invalid{{Item: "", Reason: "the request names nothing to purge"}}}
 	}
-	return &Request{ID: requestID(pr.IdempotencyKey), Idempotent: pr.IdempotencyKey != "", Nonce: newID(),
-		EnqueuedAt: time.Now().UnixMilli(), Soft: pr.Soft, Zones: b.out, Producer: producerOr(pr.Producer), Source: pr.Source,
-		Priority: priorityOf(pr.Priority)}, nil
+	return req, nil
 }
 
 // priorityOf stores normal as empty.
@@ -247,6 +261,12 @@ func (c *Client) EnqueueBuilt(ctx context.Context, req *Request) (Receipt, error
 	payload := bytes.TrimSuffix(buf.Bytes(), []byte("\n"))
 	rc := Receipt{ID: req.ID, Items: req.Total()}
 	opts := []asynq.Option{asynq.TaskID(req.ID), asynq.Queue(QueueRequests), asynq.MaxRetry(25)}
+	if req.NotBefore > time.Now().UnixMilli() {
+		// Held in asynq's schedule, in Redis: a restart loses nothing.
+		// asynq keeps whole seconds (truncated), so the task may be due up
+		// to a second early: the worker holds it until NotBefore.
+		opts = append(opts, asynq.ProcessAt(time.UnixMilli(req.NotBefore)))
+	}
 	if req.Idempotent {
 		opts = append(opts, asynq.Retention(c.opts.Retention))
 	}

@@ -3,8 +3,10 @@ package tasks
 import (
 	"encoding/json"
 	"fmt"
+	"net/url"
 	"sort"
 	"strings"
+	"time"
 
 	"github.com/purgeq/purgeq/purge"
 )
@@ -44,7 +46,14 @@ func Describe(taskType string, payload []byte) string {
 			}
 			origin += ")"
 		}
-		return fmt.Sprintf("request %s%s%s — %d items; %s", r.ID, soft, origin, r.Total(), strings.Join(parts, "; "))
+		timing := ""
+		if r.NotBefore > 0 {
+			timing += " not before " + time.UnixMilli(r.NotBefore).UTC().Format(time.RFC3339)
+		}
+		if r.RepeatOf != "" {
+			timing += " repeat of " + r.RepeatOf
+		}
+		return fmt.Sprintf("request %s%s%s%s — %d items; %s", r.ID, soft, origin, timing, r.Total(), strings.Join(parts, "; "))
 	case TypeCall:
 		c, err := DecodeCall(payload)
 		if err != nil {
@@ -55,6 +64,23 @@ func Describe(taskType string, payload []byte) string {
 			soft = " [soft]"
 		}
 		return fmt.Sprintf("call %s%s — zone %s, %d %s: %s", c.ID, soft, c.Zone, len(c.Items), c.Kind, firstItems(c.Items))
+	case TypeCallback:
+		var d struct {
+			URL    string `json:"url"`
+			Status struct {
+				ID    string `json:"id"`
+				State string `json:"state"`
+			} `json:"status"`
+		}
+		if json.Unmarshal(payload, &d) != nil {
+			break
+		}
+		u, err := url.Parse(d.URL)
+		if err != nil {
+			break
+		}
+		// the host only: the path or query may hold the receiver's token
+		return fmt.Sprintf("callback — request %s %s, to %s", d.Status.ID, d.Status.State, u.Host)
 	case TypeDead:
 		var e struct {
 			Zone     string     `json:"zone"`

@@ -23,6 +23,9 @@ const (
 	// TypeDead mirrors a dead-letter entry as an archived task, so that the
 	// asynq UI shows it; running it from the UI retries the entry.
 	TypeDead = "purge:dead"
+	// TypeCallback delivers a request's completion callback
+	// (internal/callback).
+	TypeCallback = "purge:callback"
 )
 
 // Queues. The worker serves both; calls weigh more so that a flood of new
@@ -31,6 +34,8 @@ const (
 	QueueRequests = "purge-requests"
 	QueueCalls    = "purge-calls"
 	QueueDead     = "purge-dead"
+	// QueueCallbacks holds completion callbacks being delivered.
+	QueueCallbacks = "purge-callbacks"
 )
 
 // CallMaxRetry is the asynq MaxRetry of purge:call tasks: never reached.
@@ -90,6 +95,14 @@ type Request struct {
 	// staged chunks (StagingKey), each itself a Request; Items counts them.
 	Chunks int `json:"chunks,omitempty"`
 	Items  int `json:"items,omitempty"`
+	// CallbackURL is PurgeRequest.CallbackURL.
+	CallbackURL string `json:"callback_url,omitempty"`
+	// NotBefore (Unix ms): the task is scheduled for then (PurgeRequest.Delay).
+	NotBefore int64 `json:"not_before,omitempty"`
+	// RepeatAfter (ms) is PurgeRequest.RepeatAfter; RepeatOf names the
+	// request a repeat repeats.
+	RepeatAfter int64  `json:"repeat_after,omitempty"`
+	RepeatOf    string `json:"repeat_of,omitempty"`
 }
 
 // StagingKey is the Redis hash holding a streamed request's chunks by

@@ -28,6 +28,8 @@ type Stream struct {
 	rdb    redis.Cmdable
 	req    Request
 	chunks int
+	// delay holds the request back from Commit on (Follow).
+	delay time.Duration
 }
 
 // NewStream starts a streamed request on rdb (the Redis the queue uses).
@@ -94,6 +96,9 @@ func (s *Stream) Commit(ctx context.Context) (Receipt, error) {
 	}
 	s.req.Chunks = s.chunks
 	s.req.EnqueuedAt = time.Now().UnixMilli()
+	if s.delay > 0 {
+		s.req.NotBefore = s.req.EnqueuedAt + s.delay.Milliseconds()
+	}
 	rc, err := s.c.EnqueueBuilt(ctx, &s.req)
 	switch {
 	case errors.Is(err, ErrUncertain):

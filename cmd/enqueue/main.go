@@ -2,7 +2,8 @@
 //
 //	enqueue [--zone Z] [--url U]… [--tag T]… [--host H]… [--prefix P]…
 //	        [--everything] [--from FILE|-] [--kind KIND] [--idempotency-key K]
-//	        [--soft] [--source TEXT] [--wait [--timeout D]] [--json] [URL…]
+//	        [--soft] [--source TEXT] [--wait [--timeout D]] [--json]
+//	        [--callback URL] [--delay D] [--repeat-after D] [URL…]
 //	enqueue status ID
 //	enqueue history ITEM [--zone Z] [--json]
 //	enqueue dlq list|retry|drop
@@ -77,6 +78,8 @@ type options struct {
 	wait, json            bool
 	skipInvalid           bool
 	timeout               time.Duration
+	callback              string
+	delay, repeatAfter    time.Duration
 }
 
 func main() {
@@ -149,6 +152,9 @@ func enqueue(ctx context.Context, args []string, stdin io.Reader, stdout, stderr
 	fs.StringVar(&o.source, "source", defaultSource(), "who or what asks, recorded with the request (default: user@host, and the commit and pipeline in CI)")
 	fs.StringVar(&o.priority, "priority", "normal", "high (an editorial hotfix: leaves first when the limits are busy), normal, or bulk (imports, backfills: takes what the others leave)")
 	fs.BoolVar(&o.skipInvalid, "skip-invalid", false, "with --from: queue the valid lines and report the invalid ones, instead of queueing nothing")
+	fs.StringVar(&o.callback, "callback", "", "POST the request's final status to this http(s) URL once it ends, signed with PURGE_CALLBACK_SECRET")
+	fs.DurationVar(&o.delay, "delay", 0, "send nothing before now + this (at most 24h): a deploy whose new origin is not live yet")
+	fs.DurationVar(&o.repeatAfter, "repeat-after", 0, "purge the same items again this long after the first purge was accepted (at most 24h): a rolling deploy's old instances may re-cache old bytes")
 	usage := func(w io.Writer) {
 		fmt.Fprint(w, "Usage: enqueue [flags] [URL…]\n       enqueue status ID\n       enqueue history ITEM [--zone Z] [--json]\n       enqueue dlq list|retry|drop  (enqueue dlq --help)\n       enqueue serve                the HTTP intake\n\nQueues a purge and prints its request id.\n\nFlags:\n")
 		printDefaults(fs, w)
@@ -164,7 +170,8 @@ func enqueue(ctx context.Context, args []string, stdin io.Reader, stdout, stderr
 		return usageError("--everything purges a whole zone: name it with --zone")
 	}
 	pr := tasks.PurgeRequest{Zone: o.zone, Files: tasks.URLs(o.urls...), Tags: o.tags, Hosts: o.hosts, Prefixes: o.prefixes,
-		Everything: o.everything, Soft: o.soft, IdempotencyKey: o.key, Producer: "cli", Source: o.source, Priority: o.priority}
+		Everything: o.everything, Soft: o.soft, IdempotencyKey: o.key, Producer: "cli", Source: o.source, Priority: o.priority,
+		CallbackURL: o.callback, Delay: o.delay, RepeatAfter: o.repeatAfter}
 
 	side, err := openSide(ctx)
 	if err != nil {
@@ -345,6 +352,9 @@ func (c *conn) enqueueFrom(ctx context.Context, o options, pr tasks.PurgeRequest
 	st := c.client.NewStream(c.rdb, o.soft, o.key)
 	st.Attribute(pr.Producer, pr.Source)
 	st.Prioritise(pr.Priority)
+	if err := st.Follow(pr); err != nil {
+		return tasks.Receipt{}, invalid(err, o.json, stdout)
+	}
 	if len(pr.Files)+len(pr.Tags)+len(pr.Hosts)+len(pr.Prefixes) > 0 || pr.Everything {
 		if err := st.Add(ctx, pr); err != nil {
 			st.Abort(ctx)
@@ -460,7 +470,7 @@ func connect(ctx context.Context, cfg *config.Config, mustAnswer bool) (*conn, e
 	ac := asynq.NewClientFromRedisClient(rdb)
 	return &conn{rdb: rdb, ac: ac, zones: zones, noZones: noZones,
 		client: tasks.NewClient(ac, tasks.ClientOptions{Zones: zones, Retention: cfg.RequestRetention,
-			Replicas: cfg.RedisReplicas, ReplicaTimeout: cfg.RedisReplicaTimeout, Redis: rdb}),
+			Replicas: cfg.RedisReplicas, ReplicaTimeout: cfg.RedisReplicaTimeout, Redis: rdb, CheckCallback: cfg.CheckCallback}),
 		requests: batching.NewRequests(rdb, cfg.RequestRetention), dead: batching.NewDeadLetters(rdb),
 		hist: batching.NewHistory(rdb, cfg.HistoryRetention)}, nil
 }
@@ -533,7 +543,7 @@ func (c *conn) deadItemsOf(ctx context.Context, id string) string {
 func status(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	fs := flag.NewFlagSet("status", flag.ContinueOnError)
 	usage := func(w io.Writer) {
-		fmt.Fprint(w, "Usage: enqueue status ID\n\nPrints the request's progress as JSON: state (queued, in_progress, done, failed),\ntotal, purged, dead.\n\nFlags:\n")
+		fmt.Fprint(w, "Usage: enqueue status ID\n\nPrints the request's progress as JSON: state (queued, in_progress, done, failed),\ntotal, purged, dead; not_before for a delayed request; repeat_after, then\nrepeat {id, at} once its repeat is scheduled; repeat_of for a repeat.\n\nFlags:\n")
 		printDefaults(fs, w)
 	}
 	if err := parseArgs(fs, args, usage, stdout, stderr); err != nil {

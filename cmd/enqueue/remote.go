@@ -148,9 +148,15 @@ func (r *remote) queue(ctx context.Context, o options, pr tasks.PurgeRequest, st
 	}
 	if o.from == "" {
 		body := map[string]any{"zone": pr.Zone, "files": pr.Files, "tags": pr.Tags, "hosts": pr.Hosts, "prefixes": pr.Prefixes,
-			"purge_everything": pr.Everything, "soft": pr.Soft, "source": pr.Source, "priority": pr.Priority}
+			"purge_everything": pr.Everything, "soft": pr.Soft, "source": pr.Source, "priority": pr.Priority,
+			"callback_url": pr.CallbackURL, "delay": durationOrEmpty(pr.Delay), "repeat_after": durationOrEmpty(pr.RepeatAfter)}
 		if pr.Files == nil {
 			delete(body, "files") // a null list is not an empty one
+		}
+		for _, k := range []string{"callback_url", "delay", "repeat_after"} {
+			if body[k] == "" {
+				delete(body, k) // an intake older than them refuses unknown fields
+			}
 		}
 		b, err := json.Marshal(body)
 		if err != nil {
@@ -172,7 +178,8 @@ func (r *remote) queue(ctx context.Context, o options, pr tasks.PurgeRequest, st
 		defer f.Close()
 		in = f
 	}
-	q := url.Values{"kind": {o.kind}, "zone": {o.zone}, "source": {pr.Source}, "priority": {pr.Priority}}
+	q := url.Values{"kind": {o.kind}, "zone": {o.zone}, "source": {pr.Source}, "priority": {pr.Priority},
+		"callback_url": {pr.CallbackURL}, "delay": {durationOrEmpty(pr.Delay)}, "repeat_after": {durationOrEmpty(pr.RepeatAfter)}}
 	if o.soft {
 		q.Set("soft", "true")
 	}
@@ -186,6 +193,14 @@ func (r *remote) queue(ctx context.Context, o options, pr tasks.PurgeRequest, st
 		fmt.Fprintf(stderr, "enqueue: skipped %s: %s\n", b.Item, b.Reason)
 	}
 	return rc.Receipt, err
+}
+
+// durationOrEmpty is d for the intake: empty for none.
+func durationOrEmpty(d time.Duration) string {
+	if d == 0 {
+		return ""
+	}
+	return d.String()
 }
 
 func (r *remote) history(ctx context.Context, item, zone string) ([]batching.Entry, error) {

@@ -146,6 +146,11 @@ type body struct {
 	Source string `json:"source"`
 	// Priority is high, normal or bulk (default: the producer's).
 	Priority string `json:"priority"`
+	// CallbackURL is POSTed the request's status once it ends; Delay and
+	// RepeatAfter are Go durations (tasks.PurgeRequest).
+	CallbackURL string `json:"callback_url"`
+	Delay       string `json:"delay"`
+	RepeatAfter string `json:"repeat_after"`
 }
 
 // decode reads a body within the size limit. The returned status is 413 for
@@ -193,7 +198,29 @@ func (b *body) request() (tasks.PurgeRequest, []purge.Invalid) {
 	}
 	// false (as in the documented example body) is the same as leaving it out.
 	pr.Everything = b.everything()
+	pr.CallbackURL = b.CallbackURL
+	for _, f := range []struct {
+		name, v string
+		d       *time.Duration
+	}{{"delay", b.Delay, &pr.Delay}, {"repeat_after", b.RepeatAfter, &pr.RepeatAfter}} {
+		var err error
+		if *f.d, err = duration(f.name, f.v); err != nil {
+			bad = append(bad, purge.Invalid{Item: f.v, Reason: err.Error()})
+		}
+	}
 	return pr, bad
+}
+
+// duration parses delay or repeat_after: a Go duration, empty for none.
+func duration(name, v string) (time.Duration, error) {
+	if v == "" {
+		return 0, nil
+	}
+	d, err := time.ParseDuration(v)
+	if err != nil {
+		return 0, fmt.Errorf("%s %q is not a duration such as 30s or 5m", name, v)
+	}
+	return d, nil
 }
 
 // everything reports whether the body asks to purge everything.
@@ -225,6 +252,15 @@ func headerKey(r *http.Request) (string, error) {
 	}
 	return key, nil
 }
+
+// Headers of the Cloudflare-compatible endpoint for what its body cannot
+// carry: a callback and deploy timing (body's CallbackURL, Delay,
+// RepeatAfter).
+const (
+	headerCallback    = "X-Purgeq-Callback-Url"
+	headerDelay       = "X-Purgeq-Delay"
+	headerRepeatAfter = "X-Purgeq-Repeat-After"
+)
 
 // producerKey holds the authenticated producer in a request's context.
 type producerKey struct{}
@@ -460,6 +496,12 @@ func (s *server) cloudflare(w http.ResponseWriter, r *http.Request) {
 		writeCloudflareErrors(w, http.StatusBadRequest, []purge.APIError{{Code: purge.CodeMissingField, Message: "zone, idempotency_key and soft are not Cloudflare fields: use the path and invalidate_cache"}})
 		return
 	}
+	if b.CallbackURL != "" || b.Delay != "" || b.RepeatAfter != "" {
+		writeCloudflareErrors(w, http.StatusBadRequest, []purge.APIError{{Code: purge.CodeMissingField, Message: "callback_url, delay and repeat_after are not Cloudflare fields: send the headers " + headerCallback + ", " + headerDelay + " and " + headerRepeatAfter}})
+		return
+	}
+	// a Cloudflare client adds headers more easily than body fields
+	b.CallbackURL, b.Delay, b.RepeatAfter = r.Header.Get(headerCallback), r.Header.Get(headerDelay), r.Header.Get(headerRepeatAfter)
 	b.Zone = zone.ID
 	b.Soft = strings.HasSuffix(r.URL.Path, "/invalidate_cache")
 	hk, err := headerKey(r)

@@ -21,7 +21,8 @@ const streamChunk = 1000
 // the query's kind, default files; blank lines and # comments skipped),
 // staged in chunks as it arrives and queued as one request, so that a
 // deploy's 200,000 URLs go through the intake with flat memory. The query
-// also takes zone, soft, source and skip_invalid; the key comes in the
+// also takes zone, soft, source, priority, callback_url, delay,
+// repeat_after and skip_invalid; the key comes in the
 // Idempotency-Key header. Every bad line is named by its number and, unless
 // skip_invalid, nothing is queued.
 func (s *server) stream(w http.ResponseWriter, r *http.Request) {
@@ -43,15 +44,27 @@ func (s *server) stream(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusBadRequest, err.Error(), nil)
 		return
 	}
-	pr := tasks.PurgeRequest{IdempotencyKey: key, Source: q.Get("source"), Priority: q.Get("priority")}
+	pr := tasks.PurgeRequest{IdempotencyKey: key, Source: q.Get("source"), Priority: q.Get("priority"), CallbackURL: q.Get("callback_url")}
 	attribute(r.Context(), &pr)
 	if err := tasks.CheckPriority(pr.Priority); err != nil {
+		writeError(w, http.StatusBadRequest, err.Error(), nil)
+		return
+	}
+	if pr.Delay, err = duration("delay", q.Get("delay")); err == nil {
+		pr.RepeatAfter, err = duration("repeat_after", q.Get("repeat_after"))
+	}
+	if err != nil {
 		writeError(w, http.StatusBadRequest, err.Error(), nil)
 		return
 	}
 	st := s.Streams(q.Get("soft") == "true", pr.IdempotencyKey)
 	st.Attribute(pr.Producer, pr.Source)
 	st.Prioritise(pr.Priority)
+	var ie *purge.InvalidError
+	if err := st.Follow(pr); errors.As(err, &ie) {
+		writeError(w, http.StatusBadRequest, "nothing queued", ie.Items)
+		return
+	}
 	rc, status, bad, err := s.stage(r.Context(), st, r, kind, q.Get("zone"), q.Get("skip_invalid") == "true")
 	if err != nil {
 		st.Abort(context.WithoutCancel(r.Context()))

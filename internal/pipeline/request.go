@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"strconv"
+	"time"
 
 	"github.com/hibiken/asynq"
 	"github.com/redis/go-redis/v9"
@@ -13,6 +14,15 @@ import (
 	"github.com/purgeq/purgeq/batching"
 	"github.com/purgeq/purgeq/tasks"
 )
+
+// repeatStagingTTL bounds how long a streamed request's chunks wait for its
+// repeat: the week a request that makes no progress is kept, plus the
+// longest repeat wait (tasks.MaxDelay).
+const repeatStagingTTL = 7*24*time.Hour + tasks.MaxDelay
+
+// notBeforeSleep: a request task that runs before its NotBefore by this
+// worker's clock waits in-process up to this long, else it is re-scheduled.
+const notBeforeSleep = 2 * time.Second
 
 // RequestHandler admits purge:request tasks into the outbox.
 type RequestHandler struct {
@@ -30,6 +40,21 @@ func (h *RequestHandler) ProcessTask(ctx context.Context, t *asynq.Task) error {
 	req, err := tasks.DecodeRequest(t.Payload())
 	if err != nil {
 		return fmt.Errorf("%v: %w", err, asynq.SkipRetry)
+	}
+	if wait := time.Until(time.UnixMilli(req.NotBefore)); wait > 0 {
+		// due early by this worker's clock (the producer's may be ahead)
+		if wait > notBeforeSleep {
+			return &Wait{D: wait, Reason: "the request's delay"}
+		}
+		select {
+		case <-time.After(wait):
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+	}
+	// a callback, a repeat: recorded before any item can end the request
+	if err := h.Requests.Follow(ctx, req); err != nil {
+		return err
 	}
 	if req.Chunks == 0 {
 		if err := h.Outbox.Admit(ctx, req, 0, 1); err != nil {
@@ -49,7 +74,8 @@ func (h *RequestHandler) ProcessTask(ctx context.Context, t *asynq.Task) error {
 }
 
 // admitStaged admits a streamed request chunk by chunk; a retried task
-// skips the chunks admitted before. A chunk that is missing (its staging
+// skips the chunks admitted before. The chunks are deleted after, or kept
+// for the request's repeat. A chunk that is missing (its staging
 // expired before admission) fails the request loudly: its status says
 // failed, with the reason, and the error is logged.
 func (h *RequestHandler) admitStaged(ctx context.Context, req *tasks.Request) error {
@@ -75,11 +101,21 @@ func (h *RequestHandler) admitStaged(ctx context.Context, req *tasks.Request) er
 		if err != nil {
 			return fmt.Errorf("%v: %w", err, asynq.SkipRetry)
 		}
-		chunk.Producer, chunk.Source, chunk.Priority = req.Producer, req.Source, req.Priority
+		// a repeat admits the chunks staged under the request it repeats
+		chunk.ID, chunk.Producer, chunk.Source, chunk.Priority = req.ID, req.Producer, req.Source, req.Priority
 		if err := h.Outbox.Admit(ctx, chunk, i, req.Chunks); err != nil {
 			return err
 		}
 		h.Admitted()
+	}
+	if req.RepeatAfter > 0 {
+		// the repeat (tasks.Request.Repeat) admits the same chunks later
+		_, err := h.Redis.TxPipelined(ctx, func(p redis.Pipeliner) error {
+			p.Rename(ctx, key, req.Repeat().StagingKey())
+			p.Expire(ctx, req.Repeat().StagingKey(), repeatStagingTTL)
+			return nil
+		})
+		return err
 	}
 	return h.Redis.Del(ctx, key).Err()
 }

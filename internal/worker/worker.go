@@ -95,6 +95,8 @@ func Run(ctx context.Context, cfg *config.Config, log zerolog.Logger) error {
 	mux.Handle(tasks.TypeRequest, &pipeline.RequestHandler{Outbox: ob, Requests: requests, Redis: rdb, Admitted: disp.Wake, Log: log})
 	insp := asynq.NewInspectorFromRedisClient(rdb)
 	reg := prometheus.NewRegistry()
+	fu := newFollowups(cfg, rdb, ac, requests, reg, log)
+	mux.Handle(tasks.TypeCallback, fu.sender)
 	m := metrics.New(reg, metrics.State{Redis: rdb, Outbox: ob, Dead: dead, Inspector: insp, Accounts: accts.Metrics, Zone: accts.ZoneName,
 		TopZones: cfg.MetricsTopZones, Log: log})
 	archive := func(ctx context.Context, entries []batching.DeadEntry) {
@@ -133,7 +135,7 @@ func Run(ctx context.Context, cfg *config.Config, log zerolog.Logger) error {
 	mux.Handle(tasks.TypeDead, &pipeline.DeadHandler{Dead: dead, Retried: disp.Wake, Log: log})
 	srv := asynq.NewServerFromRedisClient(rdb, asynq.Config{
 		Concurrency:              cfg.WorkerConcurrency(),
-		Queues:                   map[string]int{tasks.QueueCalls: 3, tasks.QueueRequests: 2, tasks.QueueDead: 1},
+		Queues:                   map[string]int{tasks.QueueCalls: 3, tasks.QueueRequests: 2, tasks.QueueDead: 1, tasks.QueueCallbacks: 1},
 		TaskCheckInterval:        pollInterval,
 		DelayedTaskCheckInterval: 100 * time.Millisecond,
 		IsFailure:                pipeline.IsFailure,
@@ -206,6 +208,7 @@ func Run(ctx context.Context, cfg *config.Config, log zerolog.Logger) error {
 	var wg sync.WaitGroup
 	dctx, stopDispatch := context.WithCancel(context.Background())
 	wg.Go(func() { disp.Run(dctx) })
+	wg.Go(func() { fu.follower.Run(dctx) })
 	wg.Go(func() { prober.Run(dctx) })
 	wg.Go(func() { accts.runDiscovery(dctx, cfg.ZonesRefresh) })
 	wg.Go(func() { m.Run(dctx) })
