@@ -8,6 +8,7 @@ import (
 	"errors"
 	"fmt"
 	"slices"
+	"strconv"
 	"strings"
 	"time"
 
@@ -85,11 +86,15 @@ type EntryRequest struct {
 	ID       string `json:"id"`
 	Producer string `json:"producer,omitempty"`
 	Source   string `json:"source,omitempty"`
+	// NotBefore is a delayed request's time (--delay); RepeatOf names the
+	// request a --repeat-after request repeats.
+	NotBefore *time.Time `json:"not_before,omitempty"`
+	RepeatOf  string     `json:"repeat_of,omitempty"`
 }
 
 // Remember keeps an accepted call (once; a retried or re-run call adds
 // nothing).
-func (h *History) Remember(ctx context.Context, c *tasks.Call, cloudflareID string) error {
+func (h *History) Remember(ctx context.Context, c *tasks.Call, account, cloudflareID string) error {
 	var ids []string
 	for _, s := range c.Sources {
 		for _, id := range requestIDs(s) {
@@ -98,21 +103,29 @@ func (h *History) Remember(ctx context.Context, c *tasks.Call, cloudflareID stri
 			}
 		}
 	}
-	e := Entry{Call: c.ID, At: time.Now().UTC().Truncate(time.Millisecond), Account: "default", Zone: c.Zone, Kind: c.Kind, Soft: c.Soft, CloudflareID: cloudflareID}
-	cmds := make([]*redis.SliceCmd, len(ids))
+	e := Entry{Call: c.ID, At: time.Now().UTC().Truncate(time.Millisecond), Account: account, Zone: c.Zone, Kind: c.Kind, Soft: c.Soft, CloudflareID: cloudflareID}
+	cmds, metas := make([]*redis.SliceCmd, len(ids)), make([]*redis.SliceCmd, len(ids))
 	if _, err := h.rdb.Pipelined(ctx, func(p redis.Pipeliner) error {
 		for i, id := range ids {
 			cmds[i] = p.HMGet(ctx, keyspace.Request(id), "producer", "source")
+			metas[i] = p.HMGet(ctx, keyspace.RequestMeta(id), "not_before", "repeat_of")
 		}
 		return nil
 	}); err != nil {
 		return err
 	}
 	for i, id := range ids {
-		v := cmds[i].Val()
+		v, meta := cmds[i].Val(), metas[i].Val()
 		r := EntryRequest{ID: id}
 		r.Producer, _ = v[0].(string)
 		r.Source, _ = v[1].(string)
+		if ms, _ := meta[0].(string); ms != "" {
+			if n, err := strconv.ParseInt(ms, 10, 64); err == nil && n > 0 {
+				at := time.UnixMilli(n).UTC()
+				r.NotBefore = &at
+			}
+		}
+		r.RepeatOf, _ = meta[1].(string)
 		e.Requests = append(e.Requests, r)
 	}
 	b, err := json.Marshal(e)

@@ -777,7 +777,7 @@ func TestHistory(t *testing.T) {
 	for _, kind := range []purge.Kind{purge.Files, purge.Tags} {
 		_, c := pop(t, ob, PopRequest{Lane: Lane{Zone: "za", Kind: kind}, Cap: 100, AllowPartial: true})
 		for range 2 { // a retried call is remembered once
-			if err := h.Remember(ctx, c, "cf-"+string(kind)); err != nil {
+			if err := h.Remember(ctx, c, "default", "cf-"+string(kind)); err != nil {
 				t.Fatal(err)
 			}
 		}
@@ -791,6 +791,23 @@ func TestHistory(t *testing.T) {
 	}
 	if es, _ := h.Find(ctx, zones, "https://a.example/x?v=2", ""); len(es) != 0 {
 		t.Errorf("another query string found %+v", es)
+	}
+	// a delayed repeat, purged with another account's token: the entry
+	// names the account, the delay and the request repeated
+	rep := request("hist-repeat", false, "za", map[purge.Kind][]string{purge.Tags: {"product-2"}})
+	rep.RepeatOf, rep.NotBefore = "hist", time.Now().Add(time.Minute).UnixMilli()
+	if err := NewRequests(rdb, time.Hour).Follow(ctx, rep); err != nil {
+		t.Fatal(err)
+	}
+	admit(t, ob, rep)
+	_, c := pop(t, ob, PopRequest{Lane: Lane{Zone: "za", Kind: purge.Tags}, Cap: 100, AllowPartial: true})
+	if err := h.Remember(ctx, c, "shop", "cf-repeat"); err != nil {
+		t.Fatal(err)
+	}
+	es, err := h.Find(ctx, zones, "product-2", "")
+	if err != nil || len(es) != 1 || es[0].Account != "shop" || len(es[0].Requests) != 1 || es[0].Requests[0].RepeatOf != "hist" ||
+		es[0].Requests[0].NotBefore == nil || es[0].Requests[0].NotBefore.UnixMilli() != rep.NotBefore {
+		t.Errorf("history of a delayed repeat: %+v, %v", es, err)
 	}
 
 	// memory: 100 calls of 100 distinct URLs, then the same URLs again
@@ -811,7 +828,7 @@ func TestHistory(t *testing.T) {
 				c.Items = append(c.Items, fmt.Sprintf("https://a.example/assets/%d/%d.js", i, j))
 				c.Sources = append(c.Sources, "hist")
 			}
-			if err := h.Remember(ctx, c, "cf"); err != nil {
+			if err := h.Remember(ctx, c, "default", "cf"); err != nil {
 				t.Fatal(err)
 			}
 		}

@@ -58,7 +58,7 @@ func TestRecent(t *testing.T) {
 	}
 	for i := range 12 {
 		c := &tasks.Call{ID: fmt.Sprintf("call-%02d", i), Zone: "za", Kind: purge.Tags, Items: []string{fmt.Sprint("tag-", i)}}
-		if err := h.Remember(ctx, c, fmt.Sprint("cf-", i)); err != nil {
+		if err := h.Remember(ctx, c, "default", fmt.Sprint("cf-", i)); err != nil {
 			t.Fatal(err)
 		}
 	}

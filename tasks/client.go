@@ -106,6 +106,7 @@ type Receipt struct {
 type Client struct {
 	asynq *asynq.Client
 	zones Zones
+	index Index
 	opts  ClientOptions
 }
 
@@ -147,7 +148,7 @@ func NewClient(ac *asynq.Client, opts ClientOptions) *Client {
 	if opts.ReplicaTimeout == 0 {
 		opts.ReplicaTimeout = time.Second
 	}
-	return &Client{asynq: ac, zones: opts.Zones, opts: opts}
+	return &Client{asynq: ac, zones: opts.Zones, index: opts.Zones.Index(), opts: opts}
 }
 
 // keyReplicated is written before WAIT, so that the connection WAIT runs
@@ -188,11 +189,11 @@ func (c *Client) Enqueue(ctx context.Context, pr PurgeRequest) (Receipt, error) 
 
 // Build validates and resolves a request without queueing it.
 func (c *Client) Build(pr PurgeRequest) (*Request, error) {
-	b := builder{zones: c.zones, out: map[string]map[purge.Kind][]string{}, seen: map[string]bool{}}
+	b := builder{zones: c.zones, index: c.index, out: map[string]map[purge.Kind][]string{}, seen: map[string]bool{}}
 	if pr.Zone != "" {
 		z, ok := c.zones.Lookup(pr.Zone)
 		if !ok {
-			return nil, &purge.InvalidError{Items: []purge.Invalid{{Item: pr.Zone, Reason: "zone is not one of PURGE_ZONES (" + c.zones.String() + ")"}}}
+			return nil, &purge.InvalidError{Items: []purge.Invalid{{Item: pr.Zone, Reason: "zone is not one of PURGE_ZONES (" + c.zones.Brief() + ")"}}}
 		}
 		b.zone = &z
 	}
@@ -331,6 +332,7 @@ func (c *Client) holds(ctx context.Context, req *Request) (bool, error) {
 // builder groups items by zone and kind, collecting every error.
 type builder struct {
 	zones Zones
+	index Index
 	zone  *Zone
 	out   map[string]map[purge.Kind][]string
 	seen  map[string]bool
@@ -361,9 +363,9 @@ func (b *builder) add(kind purge.Kind, raw, key, host string) {
 	case b.zone != nil:
 		zone = *b.zone
 	case host != "":
-		z, ok := b.zones.ForHost(host)
+		z, ok := b.index.ForHost(host)
 		if !ok {
-			b.bad = append(b.bad, purge.Invalid{Item: raw, Reason: fmt.Sprintf("no configured zone matches host %q (PURGE_ZONES: %s)", host, b.zones)})
+			b.bad = append(b.bad, purge.Invalid{Item: raw, Reason: fmt.Sprintf("no configured zone matches host %q (PURGE_ZONES: %s)", host, b.zones.Brief())})
 			return
 		}
 		zone = z
@@ -374,7 +376,7 @@ func (b *builder) add(kind purge.Kind, raw, key, host string) {
 		if kind == purge.Everything {
 			what = "everything needs"
 		}
-		b.bad = append(b.bad, purge.Invalid{Item: raw, Reason: fmt.Sprintf("%s a zone: name one of %s", what, b.zones)})
+		b.bad = append(b.bad, purge.Invalid{Item: raw, Reason: fmt.Sprintf("%s a zone: name one of %s", what, b.zones.Brief())})
 		return
 	}
 	dedup := zone.ID + "\x00" + string(kind) + "\x00" + key

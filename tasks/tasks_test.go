@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"strings"
 	"testing"
 	"time"
@@ -44,7 +45,7 @@ func TestParseZones(t *testing.T) {
 
 func TestZoneResolution(t *testing.T) {
 	z := mustZones(t, "example.com=id1,shop.example.com=id2")
-	for host, want := range map[string]string{"example.com": "id1", "www.example.com": "id1", "shop.example.com": "id2", "a.shop.example.com": "id2", "notexample.com": ""} {
+	for host, want := range map[string]string{"example.com": "id1", "www.example.com": "id1", "shop.example.com": "id2", "a.shop.example.com": "id2", "notexample.com": "", "WWW.Shop.Example.com": "id2", "com": ""} {
 		got, _ := z.ForHost(host)
 		if got.ID != want {
 			t.Errorf("ForHost(%s) = %q, want %q", host, got.ID, want)
@@ -55,6 +56,25 @@ func TestZoneResolution(t *testing.T) {
 		if got.ID != want {
 			t.Errorf("Lookup(%s) = %q, want %q", key, got.ID, want)
 		}
+	}
+}
+
+// TestManyZones: 10,000 zones route by suffix and are named briefly in
+// errors (not 10,000 of them).
+func TestManyZones(t *testing.T) {
+	var spec []string
+	for i := range 10000 {
+		spec = append(spec, fmt.Sprintf("site%d.example=id%d", i, i))
+	}
+	z := mustZones(t, strings.Join(spec, ","))
+	c := tasks.NewClient(nil, tasks.ClientOptions{Zones: z})
+	req, err := c.Build(tasks.PurgeRequest{Files: tasks.URLs("https://www.site9999.example/a", "https://site42.example/b")})
+	if err != nil || len(req.Zones["id9999"][purge.Files]) != 1 || len(req.Zones["id42"][purge.Files]) != 1 {
+		t.Fatalf("Build: %+v, %v", req, err)
+	}
+	_, err = c.Build(tasks.PurgeRequest{Files: tasks.URLs("https://elsewhere.example/")})
+	if err == nil || !strings.Contains(err.Error(), "(10000 zones)") || len(err.Error()) > 400 {
+		t.Errorf("error for a host of no zone: %v", err)
 	}
 }
 

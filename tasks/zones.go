@@ -88,15 +88,45 @@ func (z Zones) Lookup(nameOrID string) (Zone, bool) {
 	return Zone{}, false
 }
 
-// ForHost finds the zone whose name is the longest suffix of host.
-func (z Zones) ForHost(host string) (Zone, bool) {
-	best := Zone{}
-	for _, zone := range z {
-		if zone.Holds(host) && len(zone.Name) > len(best.Name) {
-			best = zone
-		}
+// ForHost finds the zone whose name is the longest suffix of host. For
+// many hosts, build an Index once.
+func (z Zones) ForHost(host string) (Zone, bool) { return z.Index().ForHost(host) }
+
+// Brief names the zones for a message: all of a few, the first of many.
+func (z Zones) Brief() string {
+	const shown = 5
+	if len(z) <= shown {
+		return z.String()
 	}
-	return best, best.ID != ""
+	return z[:shown].String() + fmt.Sprintf(",… (%d zones)", len(z))
+}
+
+// Index finds zones by host in time that does not grow with their number.
+type Index struct{ byName map[string]Zone }
+
+// Index builds an Index of the zones.
+func (z Zones) Index() Index {
+	x := Index{byName: make(map[string]Zone, len(z))}
+	for _, zone := range z {
+		x.byName[zone.Name] = zone
+	}
+	return x
+}
+
+// ForHost finds the zone whose name is the longest suffix of host: host
+// itself, else its parent domains, longest first.
+func (x Index) ForHost(host string) (Zone, bool) {
+	host = strings.ToLower(host)
+	for {
+		if zone, ok := x.byName[host]; ok {
+			return zone, true
+		}
+		dot := strings.IndexByte(host, '.')
+		if dot < 0 {
+			return Zone{}, false
+		}
+		host = host[dot+1:]
+	}
 }
 
 // Holds reports whether host is the zone's name or a subdomain of it.

@@ -58,9 +58,9 @@ func dlq(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	case "list":
 		zoneID := ""
 		if *zone != "" {
-			z, ok := c.zones.Lookup(*zone)
+			z, ok := c.zs().Lookup(*zone)
 			if !ok {
-				return usageError("--zone %q is not one of the configured zones (%s)", *zone, c.zones)
+				return usageError("--zone %q is not one of the configured zones (%s)", *zone, c.zs())
 			}
 			zoneID = z.ID
 		}
@@ -103,7 +103,7 @@ func (c *conn) listDead(ctx context.Context, zoneID string, asJSON bool, stdout 
 	tw := tabwriter.NewWriter(stdout, 1, 0, 2, ' ', 0)
 	fmt.Fprintln(tw, "ID\tZONE\tKIND\tITEM\tATTEMPTS\tLAST FAILED\tREASON")
 	names := map[string]string{}
-	for _, z := range c.zones {
+	for _, z := range c.zs() {
 		names[z.ID] = z.Name
 	}
 	for _, e := range entries {

@@ -8,13 +8,14 @@ import (
 	"fmt"
 	"io"
 	"strings"
+	"time"
 
 	"github.com/purgeq/purgeq/batching"
 	"github.com/purgeq/purgeq/purge"
 )
 
 func (c *conn) history(ctx context.Context, item, zone string) ([]batching.Entry, error) {
-	return c.hist.Find(ctx, c.zones, item, zone)
+	return c.hist.Find(ctx, c.zs(), item, zone)
 }
 
 // history prints when an item was purged, newest first.
@@ -60,11 +61,21 @@ func history(ctx context.Context, args []string, stdout, stderr io.Writer) error
 		if e.Soft {
 			soft = " (soft)"
 		}
+		if e.Verification != "" {
+			soft += "  verified " + string(e.Verification)
+		}
 		var reqs []string
 		for _, r := range e.Requests {
-			reqs = append(reqs, strings.TrimSpace(fmt.Sprintf("%s %s %s", r.ID, r.Producer, r.Source)))
+			req := strings.TrimSpace(fmt.Sprintf("%s %s %s", r.ID, r.Producer, r.Source))
+			if r.RepeatOf != "" {
+				req += " (repeat of " + r.RepeatOf + ")"
+			}
+			if r.NotBefore != nil {
+				req += " (delayed to " + r.NotBefore.Format(time.RFC3339) + ")"
+			}
+			reqs = append(reqs, req)
 		}
-		fmt.Fprintf(stdout, "%s  %s %s%s  cloudflare id %s  for %s\n", e.At.Format("2006-01-02T15:04:05.000Z07:00"), e.Zone, e.Kind, soft, e.CloudflareID, strings.Join(reqs, "; "))
+		fmt.Fprintf(stdout, "%s  %s %s %s%s  cloudflare id %s  for %s\n", e.At.Format("2006-01-02T15:04:05.000Z07:00"), e.Account, e.Zone, e.Kind, soft, e.CloudflareID, strings.Join(reqs, "; "))
 	}
 	return nil
 }

@@ -49,7 +49,7 @@ func TestHistoryCommand(t *testing.T) {
 		t.Fatal(hs)
 	}
 	check("through the intake", hs.stdout)
-	if text := enqueueCmd(t, "", "history", "https://example.com/h/1"); text.code != 0 || !strings.Contains(text.stdout, cfID) || !strings.Contains(text.stdout, "release 7") {
+	if text := enqueueCmd(t, "", "history", "https://example.com/h/1"); text.code != 0 || !strings.Contains(text.stdout, cfID) || !strings.Contains(text.stdout, "release 7") || !strings.Contains(text.stdout, "default example.com files") {
 		t.Errorf("text: %+v", text)
 	}
 	if none := enqueueCmd(t, "", "history", "--json", "https://example.com/never"); none.code != 0 || strings.TrimSpace(none.stdout) != "[]" {

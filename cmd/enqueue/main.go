@@ -31,11 +31,13 @@ import (
 	"os/user"
 	"runtime/debug"
 	"strings"
+	"sync"
 	"syscall"
 	"time"
 
 	"github.com/hibiken/asynq"
 	"github.com/redis/go-redis/v9"
+	"github.com/rs/zerolog"
 
 	"github.com/purgeq/purgeq/batching"
 	"github.com/purgeq/purgeq/internal/config"
@@ -321,11 +323,11 @@ func (c *conn) queue(ctx context.Context, o options, pr tasks.PurgeRequest, stdi
 	if o.from != "" {
 		return c.enqueueFrom(ctx, o, pr, stdin, stdout, stderr)
 	}
-	req, err := c.client.Build(pr)
+	req, err := c.build(ctx, pr)
 	if err != nil {
 		return tasks.Receipt{}, invalid(err, o.json, stdout)
 	}
-	rc, err := c.client.EnqueueBuilt(ctx, req)
+	rc, err := c.cl().EnqueueBuilt(ctx, req)
 	if err != nil {
 		return tasks.Receipt{}, queueError(err)
 	}
@@ -336,7 +338,7 @@ func (c *conn) queue(ctx context.Context, o options, pr tasks.PurgeRequest, stdi
 // request. Every bad line is named with its number; nothing is queued if
 // any is bad, unless --skip-invalid.
 func (c *conn) enqueueFrom(ctx context.Context, o options, pr tasks.PurgeRequest, stdin io.Reader, stdout, stderr io.Writer) (tasks.Receipt, error) {
-	fr, err := readFrom(c.client, o.from, o.kind, o.zone, stdin)
+	fr, err := readFrom(c.cl(), o.from, o.kind, o.zone, stdin)
 	if err != nil {
 		return tasks.Receipt{}, err
 	}
@@ -349,7 +351,7 @@ func (c *conn) enqueueFrom(ctx context.Context, o options, pr tasks.PurgeRequest
 	if fr.items == 0 && len(pr.Files)+len(pr.Tags)+len(pr.Hosts)+len(pr.Prefixes) == 0 && !pr.Everything {
 		return tasks.Receipt{}, usageError("--from %s names nothing to purge", o.from)
 	}
-	st := c.client.NewStream(c.rdb, o.soft, o.key)
+	st := c.cl().NewStream(c.rdb, o.soft, o.key)
 	st.Attribute(pr.Producer, pr.Source)
 	st.Prioritise(pr.Priority)
 	if err := st.Follow(pr); err != nil {
@@ -412,13 +414,19 @@ func printResult(stdout io.Writer, asJSON bool, rc tasks.Receipt, st *batching.S
 
 // conn is the Redis side of a command.
 type conn struct {
-	rdb      redis.UniversalClient
-	ac       *asynq.Client
-	zones    tasks.Zones
-	client   *tasks.Client
-	requests *batching.Requests
-	dead     *batching.DeadLetters
-	hist     *batching.History
+	rdb redis.UniversalClient
+	ac  *asynq.Client
+	// zones and client follow the workers' published zones in serve
+	// (followZones); mu guards them.
+	mu     sync.RWMutex
+	zones  tasks.Zones
+	client *tasks.Client
+	opts   tasks.ClientOptions
+	// published: the zones are the workers' (PURGE_ZONES is unset).
+	published bool
+	requests  *batching.Requests
+	dead      *batching.DeadLetters
+	hist      *batching.History
 	// noZones is why no item can be queued: no zones are known (set by
 	// connect; needZones returns it).
 	noZones error
@@ -468,11 +476,72 @@ func connect(ctx context.Context, cfg *config.Config, mustAnswer bool) (*conn, e
 		noZones = fmt.Errorf("no zones to purge in: PURGE_ZONES is empty and no worker has published its zones in the Redis at %s yet; start a worker (worker --dev prints the PURGE_REDIS_URL to export here), or set PURGE_ZONES=example.com=<zone id>,… (nothing was queued)", redisconn.Describe(cfg.RedisURL))
 	}
 	ac := asynq.NewClientFromRedisClient(rdb)
-	return &conn{rdb: rdb, ac: ac, zones: zones, noZones: noZones,
-		client: tasks.NewClient(ac, tasks.ClientOptions{Zones: zones, Retention: cfg.RequestRetention,
-			Replicas: cfg.RedisReplicas, ReplicaTimeout: cfg.RedisReplicaTimeout, Redis: rdb, CheckCallback: cfg.CheckCallback}),
+	opts := tasks.ClientOptions{Zones: zones, Retention: cfg.RequestRetention,
+		Replicas: cfg.RedisReplicas, ReplicaTimeout: cfg.RedisReplicaTimeout, Redis: rdb, CheckCallback: cfg.CheckCallback}
+	return &conn{rdb: rdb, ac: ac, zones: zones, noZones: noZones, opts: opts, client: tasks.NewClient(ac, opts), published: len(cfg.Zones) == 0,
 		requests: batching.NewRequests(rdb, cfg.RequestRetention), dead: batching.NewDeadLetters(rdb),
 		hist: batching.NewHistory(rdb, cfg.HistoryRetention)}, nil
+}
+
+// cl is the producer client for the zones known now.
+func (c *conn) cl() *tasks.Client {
+	c.mu.RLock()
+	defer c.mu.RUnlock()
+	return c.client
+}
+
+// zs are the zones known now.
+func (c *conn) zs() tasks.Zones {
+	c.mu.RLock()
+	defer c.mu.RUnlock()
+	return c.zones
+}
+
+// followZones re-reads the zones the workers publish (some list theirs
+// through the API) every interval, until ctx ends.
+func (c *conn) followZones(ctx context.Context, every time.Duration, log zerolog.Logger) {
+	tick := time.NewTicker(every)
+	defer tick.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-tick.C:
+		}
+		zones, err := tasks.PublishedZones(ctx, c.rdb)
+		if err != nil || zones.String() == c.zs().String() {
+			continue
+		}
+		opts := c.opts
+		opts.Zones = zones
+		client := tasks.NewClient(c.ac, opts)
+		c.mu.Lock()
+		c.zones, c.client, c.noZones = zones, client, nil
+		c.mu.Unlock()
+		log.Info().Int("zones", len(zones)).Msg("the workers' zones changed")
+	}
+}
+
+// build builds a request; a host that matches no zone asks the workers
+// that list their zones through the API to list them again.
+func (c *conn) build(ctx context.Context, pr tasks.PurgeRequest) (*tasks.Request, error) {
+	req, err := c.cl().Build(pr)
+	var ie *purge.InvalidError
+	if !errors.As(err, &ie) || !c.published {
+		return req, err
+	}
+	asked := false
+	for i, it := range ie.Items {
+		if strings.HasPrefix(it.Reason, "no configured zone matches host") {
+			if !asked {
+				asked = tasks.WantZones(ctx, c.rdb, it.Item) == nil
+			}
+			if asked {
+				ie.Items[i].Reason += "; the workers were asked to list their zones again (a zone new in Cloudflare is known within a minute)"
+			}
+		}
+	}
+	return req, err
 }
 
 // needZones fails, exit 1, when no zones are known: every item would be

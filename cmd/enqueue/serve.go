@@ -21,6 +21,10 @@ import (
 // maxBody bounds one intake request: about 100,000 URLs.
 const maxBody = 10 << 20
 
+// zonesFollow is how often the intake re-reads the workers' zones when
+// PURGE_ZONES is unset.
+const zonesFollow = 15 * time.Second
+
 // serve runs the HTTP intake until ctx ends.
 func serve(ctx context.Context, args []string, stderr io.Writer) error {
 	if len(args) > 0 {
@@ -44,16 +48,19 @@ func serve(ctx context.Context, args []string, stderr io.Writer) error {
 		return err
 	}
 	defer c.close()
-	if len(c.zones) == 0 {
+	if len(c.zs()) == 0 {
 		log.Warn().Msg("no zones known (PURGE_ZONES unset and no worker has published its zones): every request will be refused until then")
-	} else if err := config.ResolveProducerZones(cfg.Producers, c.zones); err != nil {
+	} else if err := config.ResolveProducerZones(cfg.Producers, c.zs()); err != nil {
 		return usageError("%v", err)
+	}
+	if c.published {
+		go c.followZones(ctx, zonesFollow, log)
 	}
 	srv := &http.Server{
 		Handler: intake.Handler(intake.Options{Queue: c, Producers: cfg.Producers, Windows: limits.NewProducerWindows(c.rdb),
-			Streams: func(soft bool, key string) *tasks.Stream { return c.client.NewStream(c.rdb, soft, key) },
+			Streams: func(soft bool, key string) *tasks.Stream { return c.cl().NewStream(c.rdb, soft, key) },
 			History: c.history,
-			Zones:   c.zones, MaxBody: maxBody, Log: log}),
+			Zones:   c.zs, MaxBody: maxBody, Log: log}),
 		ReadHeaderTimeout: 10 * time.Second,
 		ReadTimeout:       60 * time.Second,
 		WriteTimeout:      60 * time.Second,
@@ -63,7 +70,7 @@ func serve(ctx context.Context, args []string, stderr io.Writer) error {
 	if err != nil {
 		return usageError("PURGE_INTAKE_ADDR: %v", err)
 	}
-	log.Info().Str("addr", ln.Addr().String()).Int("tokens", len(cfg.IntakeTokens)).Int("zones", len(c.zones)).Msg("intake listening")
+	log.Info().Str("addr", ln.Addr().String()).Int("tokens", len(cfg.IntakeTokens)).Int("zones", len(c.zs())).Msg("intake listening")
 	done := make(chan error, 1)
 	go func() { done <- srv.Serve(ln) }()
 	select {
@@ -84,10 +91,12 @@ func serve(ctx context.Context, args []string, stderr io.Writer) error {
 }
 
 // Build, EnqueueBuilt and Status make conn the intake's queue.
-func (c *conn) Build(pr tasks.PurgeRequest) (*tasks.Request, error) { return c.client.Build(pr) }
+func (c *conn) Build(pr tasks.PurgeRequest) (*tasks.Request, error) {
+	return c.build(context.Background(), pr)
+}
 
 func (c *conn) EnqueueBuilt(ctx context.Context, r *tasks.Request) (tasks.Receipt, error) {
-	return c.client.EnqueueBuilt(ctx, r)
+	return c.cl().EnqueueBuilt(ctx, r)
 }
 
 // Status is a request's progress.

@@ -58,4 +58,13 @@ func TestNoZonesYet(t *testing.T) {
 	if r := enqueueCmd(t, "", "https://example.com/a"); r.code != 0 {
 		t.Errorf("after the worker published its zones: %+v", r)
 	}
+	// a host of no zone the workers know: invalid, and the workers that
+	// list their zones through the API are asked to list them again
+	r := enqueueCmd(t, "", "https://brand-new.example/a")
+	if r.code != 2 || !strings.Contains(r.stderr, "asked to list their zones again") {
+		t.Errorf("a host of no known zone: %+v", r)
+	}
+	if wanted, err := tasks.ZonesWanted(context.Background(), rdb); err != nil || !wanted {
+		t.Errorf("the workers were not asked for a listing: %v %v", wanted, err)
+	}
 }

@@ -37,7 +37,7 @@ type Config struct {
 	Zones     tasks.Zones `envconfig:"ZONES" desc:"zones to purge: example.com=<zone id>,example.org=<zone id>; with neither this nor PURGE_ZONES_FILE (nor zones in the configuration file), the worker lists the token's zones through the API"`
 	ZonesFile string      `envconfig:"ZONES_FILE" desc:"zones one name=id a line (# comments), for more zones than an environment variable holds; added to PURGE_ZONES"`
 	// ZonesRefresh is how often discovered zones are listed again.
-	ZonesRefresh time.Duration `envconfig:"ZONES_REFRESH" default:"10m" desc:"how often a worker lists discovered zones again (GET /zones; a host matching no zone asks for a refresh sooner, at most once a minute)"`
+	ZonesRefresh time.Duration `envconfig:"ZONES_REFRESH" default:"10m" desc:"how often a worker lists discovered zones again (GET /zones; a host matching no zone asks for a listing sooner: at most once a minute, or a tenth of this if shorter)"`
 	Plan         string        `envconfig:"PLAN" default:"free" desc:"free, pro, business or enterprise: default caps and purge limits"`
 
 	GlobalLimit       rate.Rate     `envconfig:"GLOBAL_LIMIT" default:"1000/5m" desc:"calls per window per API token across all workers, N/DURATION (Cloudflare allows 1200/5m; the rest is headroom for the dashboard and other tools)"`

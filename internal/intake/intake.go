@@ -62,9 +62,9 @@ type Options struct {
 	// Streams starts streamed requests (POST /v1/purge/stream); nil: the
 	// endpoint answers 501.
 	Streams func(soft bool, idempotencyKey string) *tasks.Stream
-	// Zones are the configured zones: the Cloudflare-compatible endpoint
+	// Zones are the zones known now: the Cloudflare-compatible endpoint
 	// accepts only their ids.
-	Zones tasks.Zones
+	Zones func() tasks.Zones
 	// MaxBody bounds a request body; larger ones get 413.
 	MaxBody int64
 	Log     zerolog.Logger
@@ -78,6 +78,9 @@ type server struct {
 
 // Handler returns the intake's HTTP handler.
 func Handler(o Options) http.Handler {
+	if o.Zones == nil {
+		o.Zones = func() tasks.Zones { return nil }
+	}
 	s := &server{Options: o}
 	producers := slices.Clone(o.Producers)
 	for i, t := range o.Tokens {
@@ -352,7 +355,7 @@ func retryAfter(ctx context.Context, w http.ResponseWriter, status int) {
 
 // zoneName names a zone id for messages.
 func (s *server) zoneName(id string) string {
-	if z, ok := s.Zones.Lookup(id); ok && z.Name != "" {
+	if z, ok := s.Zones().Lookup(id); ok && z.Name != "" {
 		return z.Name
 	}
 	return id
@@ -474,7 +477,7 @@ func (s *server) history(w http.ResponseWriter, r *http.Request) {
 
 // cloudflare serves Cloudflare's own purge endpoint shape.
 func (s *server) cloudflare(w http.ResponseWriter, r *http.Request) {
-	zone, ok := s.Zones.Lookup(r.PathValue("zone"))
+	zone, ok := s.Zones().Lookup(r.PathValue("zone"))
 	if !ok || zone.ID != r.PathValue("zone") {
 		writeCloudflareErrors(w, http.StatusNotFound, []purge.APIError{{Code: purge.CodeNoRoute,
 			Message: "Could not route to " + r.URL.Path + ", perhaps your object identifier is invalid?"}})

@@ -45,7 +45,7 @@ func newTestHandler(t *testing.T, log *bytes.Buffer) (http.Handler, *memQueue) {
 	if log != nil {
 		l = zerolog.New(log)
 	}
-	return Handler(Options{Queue: q, Tokens: []string{"s3cr3t"}, Zones: zones, MaxBody: 1 << 20, Log: l}), q
+	return Handler(Options{Queue: q, Tokens: []string{"s3cr3t"}, Zones: func() tasks.Zones { return zones }, MaxBody: 1 << 20, Log: l}), q
 }
 
 func do(h http.Handler, method, path, body string, header ...string) *httptest.ResponseRecorder {

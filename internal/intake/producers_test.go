@@ -40,7 +40,7 @@ func producersHandler(t *testing.T) (http.Handler, *memQueue) {
 		{Name: "ops", Token: "ops", Kinds: purge.Kinds[:4], Everything: true, Priority: "high"},
 	}
 	return Handler(Options{Queue: q, Producers: producers, Tokens: []string{"legacy"}, Windows: &fakeWindows{left: 10},
-		Zones: zones, MaxBody: 1 << 20, Log: zerolog.Nop()}), q
+		Zones: func() tasks.Zones { return zones }, MaxBody: 1 << 20, Log: zerolog.Nop()}), q
 }
 
 func post(h http.Handler, token, body string) *httptest.ResponseRecorder {

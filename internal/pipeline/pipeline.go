@@ -110,7 +110,7 @@ type CallHandler struct {
 	Enqueue batching.Enqueuer
 	// History keeps accepted calls (batching.History); nil keeps none.
 	History interface {
-		Remember(ctx context.Context, c *tasks.Call, cloudflareID string) error
+		Remember(ctx context.Context, c *tasks.Call, account, cloudflareID string) error
 	}
 	// Probe hears of every accepted call (verification and warming,
 	// internal/probe); nil: none.
@@ -262,7 +262,7 @@ func (h *CallHandler) record(ctx context.Context, log zerolog.Logger, call *task
 			}
 		}
 		if h.History != nil {
-			if err := h.History.Remember(ctx, call, acc.ID); err != nil {
+			if err := h.History.Remember(ctx, call, acct.Name, acc.ID); err != nil {
 				log.Warn().Err(err).Msg("keeping the call in the purge history failed (it was purged)")
 			}
 		}

@@ -113,7 +113,7 @@ func accept(t *testing.T, h *batching.History, p *Prober, id string, items ...st
 	for range items {
 		c.Sources = append(c.Sources, "req-"+id)
 	}
-	if err := h.Remember(context.Background(), c, "cf-"+id); err != nil {
+	if err := h.Remember(context.Background(), c, "default", "cf-"+id); err != nil {
 		t.Fatal(err)
 	}
 	p.Accepted(c, time.Now())
@@ -388,7 +388,7 @@ func TestVerificationMemory(t *testing.T) {
 					c.Items = append(c.Items, fmt.Sprintf("https://a.example/assets/%d/%d.js", i, j))
 					c.Sources = append(c.Sources, "r")
 				}
-				if err := h.Remember(ctx, c, "cf"); err != nil {
+				if err := h.Remember(ctx, c, "default", "cf"); err != nil {
 					t.Fatal(err)
 				}
 				calls = append(calls, c)

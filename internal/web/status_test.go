@@ -91,7 +91,7 @@ func statusState(t *testing.T, rdb redis.UniversalClient) (cooldownEnd time.Time
 	if _, err := ob.Record(ctx, c, []int{0}, nil, batching.Failure{}, nil); err != nil {
 		t.Fatal(err)
 	}
-	if err := batching.NewHistory(rdb, time.Hour).Remember(ctx, c, "cf-purge-0001"); err != nil {
+	if err := batching.NewHistory(rdb, time.Hour).Remember(ctx, c, "default", "cf-purge-0001"); err != nil {
 		t.Fatal(err)
 	}
 	admit("req-dead", "zone-b", purge.Tags, "gone-tag")

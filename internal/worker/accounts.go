@@ -234,14 +234,15 @@ func (as *accounts) globalSlot(ctx context.Context, a *account) (time.Time, erro
 }
 
 // runDiscovery lists zones again every interval, and sooner (at most once
-// a minute) when a producer met a host that matches no zone.
+// a minute, or a tenth of the interval if that is shorter) when a producer
+// met a host that matches no zone.
 func (as *accounts) runDiscovery(ctx context.Context, every time.Duration) {
 	if !slices.ContainsFunc(as.list, func(a *account) bool { return a.cfg.Discovers() }) {
 		return
 	}
-	const soonest = time.Minute
+	soonest := min(time.Minute, every/10)
 	last, failed := time.Now(), false
-	tick := time.NewTicker(time.Second)
+	tick := time.NewTicker(min(time.Second, soonest))
 	defer tick.Stop()
 	for {
 		select {

@@ -85,7 +85,8 @@ func TestZonesListedThroughTheAPI(t *testing.T) {
 		zones[fmt.Sprintf("site%02d.example", i)] = fmt.Sprintf("zone%02d", i)
 	}
 	e := setup(t, cftest.Config{Accounts: []cftest.Account{{Name: "agency", Token: "token-agency", Zones: zones}}},
-		map[string]string{"PURGE_CONFIG_FILE": configFile(t, "accounts:\n  - name: agency\n    api_token: token-agency\n"), "PURGE_BATCH_WAIT": "100ms"})
+		map[string]string{"PURGE_CONFIG_FILE": configFile(t, "accounts:\n  - name: agency\n    api_token: token-agency\n"), "PURGE_BATCH_WAIT": "100ms",
+			"PURGE_ZONES_REFRESH": "1m"})
 	e.startWorker()
 	var published tasks.Zones
 	testwait.For(t, 20*time.Second, "the listed zones to be published", func() bool {
@@ -105,6 +106,27 @@ func TestZonesListedThroughTheAPI(t *testing.T) {
 	calls := e.sim.Calls()
 	if len(calls) != 1 || calls[0].Zone != "zone07" || calls[0].Account != "agency" || !calls[0].Accepted() {
 		t.Errorf("calls %+v", calls)
+	}
+
+	// a zone added in the dashboard: the producer that meets its host asks
+	// for a listing, which comes within a tenth of the refresh (6 s), not
+	// at the next refresh (a minute)
+	e.sim.AddZone("agency", "new.example", "zone-new")
+	if _, err := client.Build(tasks.PurgeRequest{Files: tasks.URLs("https://new.example/x")}); err == nil {
+		t.Fatal("a host of no known zone was accepted")
+	}
+	if err := tasks.WantZones(context.Background(), e.rdb, "new.example"); err != nil {
+		t.Fatal(err)
+	}
+	asked := time.Now()
+	testwait.For(t, 20*time.Second, "the new zone to be listed", func() bool {
+		published, _ = tasks.PublishedZones(context.Background(), e.rdb)
+		_, ok := published.Lookup("new.example")
+		return ok
+	})
+	t.Logf("a zone new in Cloudflare was listed %v after a producer asked", time.Since(asked).Round(time.Millisecond))
+	if waited := time.Since(asked); waited > 30*time.Second {
+		t.Errorf("listed after %v: the refresh, not the producer's request", waited)
 	}
 }
 

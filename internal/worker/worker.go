@@ -65,8 +65,9 @@ func Run(ctx context.Context, cfg *config.Config, log zerolog.Logger) error {
 		return err
 	}
 	if err := accts.discover(ctx); err != nil {
-		if purge.ClassOf(errors.Unwrap(err)) == purge.Misconfigured || purge.ClassOf(err) == purge.Misconfigured {
-			return err
+		if purge.ClassOf(err) == purge.Misconfigured {
+			// the token cannot list zones (it needs Zone Read): say so
+			return fmt.Errorf("%w (give the token Zone Read, or list the zones in PURGE_ZONES or the configuration file)", err)
 		}
 		log.Warn().Err(err).Msg("listing zones failed; retrying in the background")
 	}

@@ -85,6 +85,27 @@ func (s *Server) addAccount(name, token string, zones map[string]string, plan pu
 	}
 }
 
+// AddZone adds a zone to an account, as the dashboard would: GET /zones
+// lists it from then on and purges of it are accepted. It panics for an
+// unknown account or a zone id another account has.
+func (s *Server) AddZone(account, name, id string) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for _, a := range s.accounts {
+		if a.name != account {
+			continue
+		}
+		if other := s.owner[id]; other != nil {
+			panic(fmt.Sprintf("cftest: zone id %s is in account %q already", id, other.name))
+		}
+		s.owner[id] = a
+		s.listed[a.token] = append(s.listed[a.token], zoneEntry{ID: id, Name: name, Status: "active", Account: accountRef{ID: a.id, Name: a.name}})
+		sortZones(s.listed[a.token])
+		return
+	}
+	panic(fmt.Sprintf("cftest: no account %q", account))
+}
+
 // withDefaults fills p's zero fields from d.
 func withDefaults(p, d purge.Plan) purge.Plan {
 	if p.Name == "" {

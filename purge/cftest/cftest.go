@@ -207,7 +207,7 @@ func NewUnstartedServer(cfg Config) *Server {
 		s.addAccount(a.Name, a.Token, zones, a.Plan, now)
 	}
 	for _, zones := range s.listed {
-		slices.SortFunc(zones, func(a, b zoneEntry) int { return cmp.Or(strings.Compare(a.Name, b.Name), strings.Compare(a.ID, b.ID)) })
+		sortZones(zones)
 	}
 	s.ts = httptest.NewUnstartedServer(http.HandlerFunc(s.serve))
 	return s
@@ -605,4 +605,9 @@ func parsePath(p string) (zone, endpoint string, ok bool) {
 		return zone, endpoint, false
 	}
 	return zone, endpoint, true
+}
+
+// sortZones orders a token's zones as GET /zones lists them: by name.
+func sortZones(zones []zoneEntry) {
+	slices.SortFunc(zones, func(a, b zoneEntry) int { return cmp.Or(strings.Compare(a.Name, b.Name), strings.Compare(a.ID, b.ID)) })
 }
