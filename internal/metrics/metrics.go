@@ -209,6 +209,9 @@ func (c *collector) Collect(ch chan<- prometheus.Metric) {
 	}
 	ch <- gauge(descExporter, flag(held))
 	if !held {
+		// purgeq_outbox_items is on every worker's /metrics, whatever
+		// waits: 0 here, the holder's series carry the backlog
+		send(descDepth, descOldest, c.byAccount(nil), accountKind, ch)
 		return
 	}
 	c.outbox(ctx, ch)
@@ -220,7 +223,7 @@ func (c *collector) Collect(ch chan<- prometheus.Metric) {
 		ch <- prometheus.MustNewConstMetric(descResent, prometheus.CounterValue, float64(n))
 	}
 	c.limits(ctx, ch)
-	for _, q := range []string{tasks.QueueRequests, tasks.QueueCalls, tasks.QueueDead} {
+	for _, q := range []string{tasks.QueueRequests, tasks.QueueCalls, tasks.QueueDead, tasks.QueueCallbacks} {
 		info, err := s.Inspector.GetQueueInfo(q)
 		if err != nil {
 			continue // the queue does not exist yet
@@ -242,16 +245,32 @@ func (c *collector) outbox(ctx context.Context, ch chan<- prometheus.Metric) {
 		return
 	}
 	zones := byZone(lanes, c.state.Zone)
-	send := func(depth, oldest *prometheus.Desc, bs []backlog, values func(labels) []string) {
-		for _, b := range bs {
-			ch <- gauge(depth, float64(b.depth), values(b.labels)...)
-			if !b.oldest.IsZero() {
-				ch <- gauge(oldest, time.Since(b.oldest).Seconds(), values(b.labels)...)
-			}
+	send(descDepth, descOldest, c.byAccount(zones), accountKind, ch)
+	send(descZoneDepth, descZoneOldest, top(zones, c.state.TopZones), func(l labels) []string { return []string{l.account, l.zone, l.kind} }, ch)
+}
+
+// byAccount folds zone backlogs into one per account and kind, with a 0
+// for every account's kind that has nothing waiting.
+func (c *collector) byAccount(zones []backlog) []backlog {
+	var all []backlog
+	for _, a := range c.state.Accounts() {
+		for _, k := range purge.Kinds {
+			all = append(all, backlog{labels: labels{account: a.Name, kind: string(k)}})
 		}
 	}
-	send(descDepth, descOldest, byAccount(zones), func(l labels) []string { return []string{l.account, l.kind} })
-	send(descZoneDepth, descZoneOldest, top(zones, c.state.TopZones), func(l labels) []string { return []string{l.account, l.zone, l.kind} })
+	return byAccount(append(all, zones...))
+}
+
+func accountKind(l labels) []string { return []string{l.account, l.kind} }
+
+// send exports backlogs as depth and (when something waits) oldest.
+func send(depth, oldest *prometheus.Desc, bs []backlog, values func(labels) []string, ch chan<- prometheus.Metric) {
+	for _, b := range bs {
+		ch <- gauge(depth, float64(b.depth), values(b.labels)...)
+		if !b.oldest.IsZero() {
+			ch <- gauge(oldest, time.Since(b.oldest).Seconds(), values(b.labels)...)
+		}
+	}
 }
 
 // limits exports each account's remaining capacity and cooldowns.
