@@ -58,6 +58,9 @@ type DispatcherConfig struct {
 	EverythingInterval time.Duration
 }
 
+// indexEvery is how often lanes missing from the ready index are added.
+const indexEvery = 30 * time.Second
+
 // Dispatcher turns waiting items into purge:call tasks.
 type Dispatcher struct {
 	ob      *Outbox
@@ -99,12 +102,20 @@ func (d *Dispatcher) Run(ctx context.Context) {
 	defer tick.Stop()
 	reap := time.NewTicker(d.cfg.StrandedAfter / 2)
 	defer reap.Stop()
+	index := time.NewTicker(indexEvery)
+	defer index.Stop()
 	for {
 		select {
 		case <-ctx.Done():
 			return
 		case <-reap.C:
 			d.reap(ctx)
+			continue
+		case <-index.C:
+			// lanes an older version admitted (a rolling upgrade)
+			if err := d.ob.IndexLanes(ctx, false); err != nil && ctx.Err() == nil {
+				d.log.Warn().Err(err).Msg("indexing waiting lanes failed")
+			}
 			continue
 		case <-tick.C:
 		case <-d.wake:

@@ -291,12 +291,13 @@ func (o *Outbox) Hold(ctx context.Context, lane Lane, d time.Duration) error {
 	return holdCmd.Run(ctx, o.rdb, []string{keyspace.Ready}, lane.id(), max(1, d.Milliseconds())).Err()
 }
 
-// IndexLanes makes every lane with items due in the ready index (run at
-// start-up): lanes admitted by a version without the index, and lanes
-// pushed back under another PURGE_BATCH_WAIT than this worker's, are
-// looked at once. A lane that empties meanwhile leaves the index at its
-// next look.
-func (o *Outbox) IndexLanes(ctx context.Context) error {
+// IndexLanes puts the lanes with items into the ready index, due now.
+// With every set (at start-up) it makes them all due: lanes pushed back
+// under another PURGE_BATCH_WAIT than this worker's are looked at once.
+// Without, it adds only the lanes missing from the index: those an older
+// version admitted during a rolling upgrade. A lane that empties meanwhile
+// leaves the index at its next look.
+func (o *Outbox) IndexLanes(ctx context.Context, every bool) error {
 	ids, err := o.rdb.SMembers(ctx, keyspace.Lanes).Result()
 	if err != nil {
 		return err
@@ -306,7 +307,11 @@ func (o *Outbox) IndexLanes(ctx context.Context) error {
 		for i, id := range chunk {
 			zs[i] = redis.Z{Member: id}
 		}
-		if err := o.rdb.ZAdd(ctx, keyspace.Ready, zs...).Err(); err != nil {
+		add := o.rdb.ZAddNX
+		if every {
+			add = o.rdb.ZAdd
+		}
+		if err := add(ctx, keyspace.Ready, zs...).Err(); err != nil {
 			return err
 		}
 	}

@@ -65,7 +65,13 @@ func TestReadyIndex(t *testing.T) {
 	}
 	// at start-up every lane with items is due: a's hour (another
 	// worker's batch wait) is not this worker's
-	if err := ob.IndexLanes(ctx); err != nil {
+	if err := ob.IndexLanes(ctx, false); err != nil {
+		t.Fatal(err)
+	}
+	if got := readyIDs(t, ob); len(got) != 0 {
+		t.Errorf("ready %v after indexing missing lanes only", got)
+	}
+	if err := ob.IndexLanes(ctx, true); err != nil {
 		t.Fatal(err)
 	}
 	if got := readyIDs(t, ob); !slices.Equal(got, []string{a.id()}) {
@@ -73,7 +79,7 @@ func TestReadyIndex(t *testing.T) {
 	}
 	// a lane admitted by a version without the index is indexed too
 	rdb.ZRem(ctx, keyspace.Ready, a.id())
-	if err := ob.IndexLanes(ctx); err != nil {
+	if err := ob.IndexLanes(ctx, false); err != nil {
 		t.Fatal(err)
 	}
 	if got := readyIDs(t, ob); !slices.Equal(got, []string{a.id()}) {

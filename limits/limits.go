@@ -201,7 +201,8 @@ end
 -- elsewhere): never more than it said remains, less what was acquired
 -- since the call it answered (which it may not have counted), keeping
 -- one slot for the token's other users. Once the slot it said frees next
--- is free, one call goes at a time until an answer says more.
+-- is free, as many as it said remained (at least one) go until an answer
+-- says more.
 local cf = redis.call('HMGET', KEYS[11], 'r', 'until', 'at')
 if counts and cf[1] then
   local untilv = tonumber(cf[2])
@@ -210,8 +211,10 @@ if counts and cf[1] then
     if tonumber(cf[1]) - used <= 1 then
       consider(untilv - now, 'cloudflare')
     end
-  elseif redis.call('ZCOUNT', KEYS[1], cf[2], '+inf') >= 1 then
-    consider(100000, 'cloudflare') -- the answer to the one call sent since
+  elseif redis.call('ZCOUNT', KEYS[1], '(' .. exact(math.max(untilv, now - 10000000)), '+inf') >= math.max(1, tonumber(cf[1]) - 1) then
+    -- past the reset: what it said remained, at least one, until an
+    -- answer says more (calls older than 10 s without one no longer count)
+    consider(100000, 'cloudflare')
   end
 end
 
@@ -291,13 +294,20 @@ if wait > 0 then
     -- wait in line: for the bucket, or (the bucket holding a token) for
     -- the global window
     local wkey, ukey, score = KEYS[6], KEYS[7], served
+    local okey, oukey = KEYS[8], KEYS[9]
     if bucketWait == 0 and (blocker == 'global' or blocker == 'fair:global' or blocker == 'reserve:global' or blocker == 'cloudflare') then
-      wkey, ukey, score = KEYS[8], KEYS[9], gscore
+      wkey, ukey, score, okey, oukey = KEYS[8], KEYS[9], gscore, KEYS[6], KEYS[7]
     end
+    -- one place in one line at a time
+    redis.call('ZREM', okey, me)
+    redis.call('HDEL', oukey, me)
     redis.call('ZADD', wkey, exact(score), me)
     redis.call('HSET', ukey, me, exact(now + wait + slack))
-    redis.call('PEXPIRE', wkey, math.ceil((wait + slack) / 1000) + 1000)
-    redis.call('PEXPIRE', ukey, math.ceil((wait + slack) / 1000) + 1000)
+    -- the line lives as long as its longest wait
+    local ttl = math.ceil((wait + slack) / 1000) + 1000
+    for _, k in ipairs({wkey, ukey}) do
+      if redis.call('PTTL', k) < ttl then redis.call('PEXPIRE', k, ttl) end
+    end
   end
   return {0, math.ceil(wait), blocker, math.max(0, limit - inwin), math.floor(tokens), now, served}
 end

@@ -13,7 +13,6 @@ import (
 	"net"
 	"net/http"
 	"net/url"
-	"strings"
 	"time"
 
 	"github.com/hibiken/asynq"
@@ -169,12 +168,12 @@ func (s *Sender) deliver(ctx context.Context, d *Delivery) error {
 	return nil
 }
 
-// redact is a URL for the logs: without its query, which may hold the
-// receiver's token.
+// redact is a URL for the logs: its scheme and host only (the path or the
+// query may hold the receiver's token).
 func redact(raw string) string {
-	before, _, _ := strings.Cut(raw, "?")
-	if u, err := url.Parse(before); err == nil {
-		return u.Redacted()
+	u, err := url.Parse(raw)
+	if err != nil || u.Host == "" {
+		return "(an unreadable URL)"
 	}
-	return before
+	return u.Scheme + "://" + u.Host + "/…"
 }

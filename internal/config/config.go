@@ -257,6 +257,9 @@ func (c *Config) check() error {
 			errs = append(errs, fmt.Errorf("%s must not be negative (got %s)", name, d))
 		}
 	}
+	if c.ZonesRefresh <= 0 {
+		errs = append(errs, fmt.Errorf("PURGE_ZONES_REFRESH must be positive (got %s)", c.ZonesRefresh))
+	}
 	if c.CallWindow < 1 {
 		errs = append(errs, fmt.Errorf("PURGE_CALL_WINDOW must be at least 1 (got %d)", c.CallWindow))
 	}

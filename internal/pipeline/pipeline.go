@@ -106,6 +106,10 @@ type CallHandler struct {
 	// Route finds the account of a zone id; false for a zone no account
 	// holds (any more): its calls are dead-lettered with advice.
 	Route func(zoneID string) (*Account, bool)
+	// Unlisted says how long a call of a zone Route does not know should
+	// wait for this worker to list its zones again (another worker may
+	// have listed it first); 0 or nil: not at all.
+	Unlisted func(zoneID string) time.Duration
 	// Enqueue hands the re-sent part of a failed call back to the queue.
 	Enqueue batching.Enqueuer
 	// History keeps accepted calls (batching.History); nil keeps none.
@@ -134,6 +138,10 @@ type CallHandler struct {
 
 	loud loudOnce
 }
+
+// unlistedPatience is how long a call waits for its zone to be listed
+// before it is dead-lettered.
+const unlistedPatience = time.Hour
 
 // redisPause is how long a call waits when Redis failed it.
 const redisPause = 2 * time.Second
@@ -169,6 +177,11 @@ func (h *CallHandler) process(ctx context.Context, t *asynq.Task) error {
 		return h.finish(ctx, log, call.ID, entries)
 	}
 	acct, ok := h.Route(call.Zone)
+	if !ok && h.Unlisted != nil && time.Since(time.UnixMilli(call.Oldest)) < unlistedPatience {
+		if d := h.Unlisted(call.Zone); d > 0 {
+			return &Wait{D: d, Reason: "zone " + call.Zone + " is not listed by this worker yet"}
+		}
+	}
 	if !ok {
 		advice := fmt.Sprintf("zone %s is in no configured account (removed from the configuration while its items waited?); add it back and retry the entry", call.Zone)
 		log.Error().Str("outcome", "misconfigured").Msg(advice)
@@ -219,10 +232,11 @@ func (h *CallHandler) observeRate(ctx context.Context, log zerolog.Logger, acct 
 	}
 }
 
-// acquire takes the call's limits, sleeping for short waits and
-// re-scheduling the task for long ones. It returns when they were taken
+// acquire takes the call's limits, sleeping for short waits (for at most
+// about four InlineWaits in all) and re-scheduling the task for long ones. It returns when they were taken
 // (the Redis clock).
 func (h *CallHandler) acquire(ctx context.Context, lim Limiter, need limits.Need) (time.Time, error) {
+	start := time.Now()
 	for {
 		r, err := lim.Acquire(ctx, need)
 		if err != nil {
@@ -230,6 +244,11 @@ func (h *CallHandler) acquire(ctx context.Context, lim Limiter, need limits.Need
 		}
 		if r.OK {
 			return r.At, nil
+		}
+		if time.Since(start) > 4*h.InlineWait {
+			// short waits one after another for long: come back later,
+			// well before the task's deadline
+			return time.Time{}, &Wait{D: r.Wait, Reason: r.Blocker}
 		}
 		if r.Wait > h.InlineWait {
 			// Come back a little early (asynq schedules in whole seconds)

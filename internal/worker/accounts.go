@@ -45,11 +45,17 @@ type accounts struct {
 	mu     sync.RWMutex
 	byZone map[string]zoneOf // zone id → its account and name
 	zones  map[*account]tasks.Zones
+	// relist asks runDiscovery for a listing soon (a call met a zone
+	// another worker listed first).
+	relist chan struct{}
+	// soonest is the shortest time between two listings asked for.
+	soonest time.Duration
 }
 
 // newAccounts builds every account's limiter and API client.
 func newAccounts(cfg *config.Config, rdb redis.Cmdable, log zerolog.Logger) (*accounts, error) {
-	as := &accounts{rdb: rdb, log: log, byZone: map[string]zoneOf{}, zones: map[*account]tasks.Zones{}}
+	as := &accounts{rdb: rdb, log: log, byZone: map[string]zoneOf{}, zones: map[*account]tasks.Zones{},
+		relist: make(chan struct{}, 1), soonest: min(time.Minute, cfg.ZonesRefresh/10)}
 	for _, c := range cfg.Accounts {
 		lim, err := limits.New(rdb, cfg.AccountLimits(c))
 		if err != nil {
@@ -68,17 +74,26 @@ func newAccounts(cfg *config.Config, rdb redis.Cmdable, log zerolog.Logger) (*ac
 	return as, nil
 }
 
-// set makes zones the account's.
+// set makes zones the account's. A zone another account holds stays its
+// (configured zones win over listed ones; a token of several accounts
+// lists them all).
 func (as *accounts) set(a *account, zones tasks.Zones) {
 	as.mu.Lock()
 	defer as.mu.Unlock()
 	for _, z := range as.zones[a] {
-		delete(as.byZone, z.ID)
+		if as.byZone[z.ID].a == a {
+			delete(as.byZone, z.ID)
+		}
 	}
-	as.zones[a] = zones
+	kept := make(tasks.Zones, 0, len(zones))
 	for _, z := range zones {
+		if other, ok := as.byZone[z.ID]; ok && other.a != a {
+			continue
+		}
 		as.byZone[z.ID] = zoneOf{a, z.Name}
+		kept = append(kept, z)
 	}
+	as.zones[a] = kept
 }
 
 func (as *accounts) of(zoneID string) (*account, bool) {
@@ -95,6 +110,20 @@ func (as *accounts) Call(zoneID string) (*pipeline.Account, bool) {
 		return nil, false
 	}
 	return &a.call, true
+}
+
+// Unlisted is pipeline.CallHandler's Unlisted: with accounts that list
+// their zones, a zone this worker does not know may have been listed by
+// another: ask for a listing and wait for it.
+func (as *accounts) Unlisted(string) time.Duration {
+	if !slices.ContainsFunc(as.list, func(a *account) bool { return a.cfg.Discovers() }) {
+		return 0
+	}
+	select {
+	case as.relist <- struct{}{}:
+	default:
+	}
+	return as.soonest + time.Second
 }
 
 // Dispatch is batching.DispatcherConfig's Route.
@@ -240,8 +269,8 @@ func (as *accounts) runDiscovery(ctx context.Context, every time.Duration) {
 	if !slices.ContainsFunc(as.list, func(a *account) bool { return a.cfg.Discovers() }) {
 		return
 	}
-	soonest := min(time.Minute, every/10)
-	last, failed := time.Now(), false
+	soonest := as.soonest
+	last, failed, relist := time.Now(), false, false
 	tick := time.NewTicker(min(time.Second, soonest))
 	defer tick.Stop()
 	for {
@@ -249,8 +278,10 @@ func (as *accounts) runDiscovery(ctx context.Context, every time.Duration) {
 		case <-ctx.Done():
 			return
 		case <-tick.C:
+		case <-as.relist:
+			relist = true
 		}
-		due := time.Since(last) >= every
+		due := time.Since(last) >= every || relist && time.Since(last) >= soonest
 		if !due && time.Since(last) >= soonest/2 && failed {
 			due = true // retry a failed listing sooner
 		}
@@ -261,7 +292,7 @@ func (as *accounts) runDiscovery(ctx context.Context, every time.Duration) {
 		if !due {
 			continue
 		}
-		last = time.Now()
+		last, relist = time.Now(), false
 		err := as.discover(ctx)
 		failed = err != nil
 		if err != nil && ctx.Err() == nil {

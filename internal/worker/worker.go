@@ -78,7 +78,7 @@ func Run(ctx context.Context, cfg *config.Config, log zerolog.Logger) error {
 		return err
 	}
 	ob := batching.NewOutbox(rdb, cfg.RequestRetention)
-	if err := ob.IndexLanes(ctx); err != nil {
+	if err := ob.IndexLanes(ctx, true); err != nil {
 		return fmt.Errorf("indexing waiting lanes: %w", err)
 	}
 	requests, dead := batching.NewRequests(rdb, cfg.RequestRetention), batching.NewDeadLetters(rdb)
@@ -119,7 +119,7 @@ func Run(ctx context.Context, cfg *config.Config, log zerolog.Logger) error {
 			Source: "verification: the edge served a copy from before the purge"})
 		return err
 	}, log)
-	mux.Handle(tasks.TypeCall, &pipeline.CallHandler{Outbox: ob, Route: accts.Call, Enqueue: enqueue, Archive: archive,
+	mux.Handle(tasks.TypeCall, &pipeline.CallHandler{Outbox: ob, Route: accts.Call, Unlisted: accts.Unlisted, Enqueue: enqueue, Archive: archive,
 		History: hist, Probe: prober,
 		InlineWait: cfg.InlineWait, MaxRetry: cfg.MaxRetry, Done: disp.Wake, Log: log,
 		Observe: func(c *tasks.Call, account, outcome string, scope purge.Scope) {
