@@ -70,21 +70,11 @@ func (fa fileAccount) resolve(where string, c *Config) (Account, []error) {
 	} else {
 		where += " (" + a.Name + ")"
 	}
-	switch {
-	case fa.APIToken != "" && fa.APITokenFile != "":
-		bad("api_token and api_token_file are both set; keep one")
-	case fa.APITokenFile != "":
-		b, err := os.ReadFile(fa.APITokenFile)
-		if err != nil {
-			bad("api_token_file: %v", err)
-		}
-		a.Token = strings.TrimSpace(string(b))
-	default:
-		a.Token = strings.TrimSpace(fa.APIToken)
+	token, err := fileSecret(fa.APIToken, fa.APITokenFile, "api_token", "api_token_file")
+	if err != nil {
+		bad("%v", err)
 	}
-	if a.Token == "" {
-		bad("the API token is empty (api_token or api_token_file)")
-	}
+	a.Token = token
 	plan := c.Plan
 	if fa.Plan != "" {
 		plan = fa.Plan

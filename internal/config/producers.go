@@ -140,21 +140,11 @@ func (fp fileProducer) resolve(where string, zones tasks.Zones) (Producer, []err
 	} else {
 		where += " (" + p.Name + ")"
 	}
-	switch {
-	case fp.Token != "" && fp.TokenFile != "":
-		bad("token and token_file are both set; keep one")
-	case fp.TokenFile != "":
-		b, err := os.ReadFile(fp.TokenFile)
-		if err != nil {
-			bad("token_file: %v", err)
-		}
-		p.Token = strings.TrimSpace(string(b))
-	default:
-		p.Token = strings.TrimSpace(fp.Token)
+	token, err := fileSecret(fp.Token, fp.TokenFile, "token", "token_file")
+	if err != nil {
+		bad("%v", err)
 	}
-	if p.Token == "" {
-		bad("the token is empty (token or token_file)")
-	}
+	p.Token = token
 	for _, z := range fp.Zones {
 		if len(zones) == 0 {
 			p.Zones = append(p.Zones, z)
@@ -191,6 +181,29 @@ func (fp fileProducer) resolve(where string, zones tasks.Zones) (Producer, []err
 		p.Rate = r
 	}
 	return p, errs
+}
+
+// fileSecret is a token the configuration file gives as a value (field
+// valueName) or a file (fileName), trimmed; both, neither or an empty one
+// is an error naming the fields.
+func fileSecret(value, file, valueName, fileName string) (string, error) {
+	var v string
+	switch {
+	case value != "" && file != "":
+		return "", fmt.Errorf("%s and %s are both set; keep one", valueName, fileName)
+	case file != "":
+		b, err := os.ReadFile(file)
+		if err != nil {
+			return "", fmt.Errorf("%s: %v", fileName, err)
+		}
+		v = strings.TrimSpace(string(b))
+	default:
+		v = strings.TrimSpace(value)
+	}
+	if v == "" {
+		return "", fmt.Errorf("the token is empty (%s or %s)", valueName, fileName)
+	}
+	return v, nil
 }
 
 // ResolveProducerZones maps the zones producers name to ids once the zones

@@ -1,41 +1,16 @@
 package web_test
 
 import (
-	"context"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
 	"time"
 
+	"github.com/purgeq/purgeq/internal/testbrowser"
 	"github.com/purgeq/purgeq/internal/testredis"
 	"github.com/purgeq/purgeq/internal/web"
 )
-
-// chromium runs headless Chromium with the flags this machine needs (no
-// sandbox as root, no background network traffic), as the worker's UI
-// test does.
-func chromium(t *testing.T, args ...string) string {
-	t.Helper()
-	bin, err := exec.LookPath("chromium")
-	if err != nil {
-		t.Skip("chromium is not installed (apt-get install -y chromium): the status page was NOT rendered in a browser")
-	}
-	base := []string{"--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-		"--disable-background-networking", "--disable-component-update", "--disable-sync", "--disable-dev-shm-usage",
-		"--user-data-dir=" + t.TempDir(), "--virtual-time-budget=5000"}
-	ctx, cancel := context.WithTimeout(context.Background(), 90*time.Second)
-	defer cancel()
-	cmd := exec.CommandContext(ctx, bin, append(base, args...)...)
-	var errb strings.Builder
-	cmd.Stderr = &errb
-	out, err := cmd.Output()
-	if err != nil {
-		t.Fatalf("chromium %v: %v\n%s", args, err, errb.String())
-	}
-	return string(out)
-}
 
 // TestStatusInBrowser: headless Chromium renders the status page: its
 // text shows what waits, the cooldown, the dead letter and the last call,
@@ -48,7 +23,7 @@ func TestStatusInBrowser(t *testing.T) {
 	ts := serveStatus(t, statusSource(t, rdb), web.Options{})
 	url := ts.URL + "/status"
 
-	dom := chromium(t, "--dump-dom", url)
+	dom := testbrowser.Chromium(t, "the status page", 5*time.Second, "--dump-dom", url)
 	text := visible(dom)
 	for _, want := range []string{
 		"6 items waiting in 2 zones", "default example.com 5 ",
@@ -63,7 +38,7 @@ func TestStatusInBrowser(t *testing.T) {
 		t.Errorf("the rendered page has no chart of 60 bars:\n%s", dom)
 	}
 	shot := filepath.Join(t.ArtifactDir(), "status.png")
-	chromium(t, "--window-size=1280,1400", "--screenshot="+shot, url)
+	testbrowser.Chromium(t, "the status page", 5*time.Second, "--window-size=1280,1400", "--screenshot="+shot, url)
 	if fi, err := os.Stat(shot); err != nil || fi.Size() < 10000 {
 		t.Errorf("screenshot %s: %v", shot, err)
 	}
