@@ -255,3 +255,46 @@ func TestObserveReset(t *testing.T) {
 		t.Errorf("a second call before the first's answer: %+v", r)
 	}
 }
+
+// TestLargeCallNotStarved: calls of one URL keep the URL bucket empty; a
+// call of 60 URLs of another lane that waits is served once the bucket
+// holds 60, instead of losing every token to the small ones (it would
+// never see 60 otherwise).
+func TestLargeCallNotStarved(t *testing.T) {
+	cfg := roomy(scopeName(t), rate.Per(1_000_000, time.Second), 0)
+	cfg.URL = limits.Bucket{Rate: rate.Per(50, time.Second), Burst: 100}
+	l := newLimiter(t, cfg)
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	var small atomic.Int64
+	var wg sync.WaitGroup
+	stop := make(chan struct{})
+	for range 8 {
+		wg.Go(func() {
+			for {
+				select {
+				case <-stop:
+					return
+				default:
+				}
+				if caller(ctx, l, limits.Need{Kind: purge.Files, Items: 1, Lane: "small.example"}) {
+					small.Add(1)
+				}
+			}
+		})
+	}
+	for small.Load() < 130 { // the burst is gone: the bucket hovers near empty
+		if ctx.Err() != nil {
+			t.Fatal("the small calls got no tokens")
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	start := time.Now()
+	granted := caller(ctx, l, limits.Need{Kind: purge.Files, Items: 60, Lane: "big.example"})
+	close(stop)
+	wg.Wait()
+	if !granted {
+		t.Fatalf("the call of 60 URLs was never served in %v", time.Since(start).Round(time.Millisecond))
+	}
+	t.Logf("the call of 60 URLs was served %v after it began to wait (60 URLs refill in 1.2 s)", time.Since(start).Round(time.Millisecond))
+}

@@ -169,19 +169,22 @@ local function consider(w, name)
   if w > wait then wait, blocker = w, name end
 end
 -- how many waiters scored before this lane's score still ask (up to 16),
--- pruning those past their deadline
+-- and the most tokens one of them needs, pruning those past their
+-- deadline (a line's hash holds "deadline:need" for each)
 local function rivals(wkey, ukey, score)
   local list = redis.call('ZRANGEBYSCORE', wkey, '-inf', '(' .. exact(score), 'LIMIT', 0, 16)
-  local n = 0
+  local n, most = 0, 0
   for _, m in ipairs(list) do
-    if (tonumber(redis.call('HGET', ukey, m)) or 0) < now then
+    local deadline, needs = string.match(redis.call('HGET', ukey, m) or '', '^(%d+):?(%d*)$')
+    if (tonumber(deadline) or 0) < now then
       redis.call('ZREM', wkey, m)
       redis.call('HDEL', ukey, m)
     elseif m ~= me then
       n = n + 1
+      most = math.max(most, tonumber(needs) or 1)
     end
   end
-  return n
+  return n, most
 end
 local served = tonumber(redis.call('ZSCORE', KEYS[10], me)) or 0
 
@@ -273,8 +276,13 @@ if not high then
     -- a high call waits for the next token: leave it to it
     consider(second, 'claim:' .. ARGV[9])
   end
-  if lane ~= '' and bucketWait == 0 and tokens < want + need and rivals(KEYS[6], KEYS[7], served) > 0 then
-    consider(second, 'fair:' .. ARGV[9])
+  if lane ~= '' and bucketWait == 0 then
+    -- leave the tokens to a lane served before this one that waits for
+    -- them (a call of many URLs is not starved by calls of a few)
+    local n, most = rivals(KEYS[6], KEYS[7], served)
+    if n > 0 and tokens < want + most then
+      consider(math.max(1, math.ceil((want + most - tokens) / refill)), 'fair:' .. ARGV[9])
+    end
   end
   if lane ~= '' and wait == 0 and counts and rivals(KEYS[8], KEYS[9], gscore) >= limit - inwin then
     consider(nextSlot(), 'fair:global')
@@ -302,7 +310,7 @@ if wait > 0 then
     redis.call('ZREM', okey, me)
     redis.call('HDEL', oukey, me)
     redis.call('ZADD', wkey, exact(score), me)
-    redis.call('HSET', ukey, me, exact(now + wait + slack))
+    redis.call('HSET', ukey, me, exact(now + wait + slack) .. ':' .. need)
     -- the line lives as long as its longest wait
     local ttl = math.ceil((wait + slack) / 1000) + 1000
     for _, k in ipairs({wkey, ukey}) do
