@@ -267,7 +267,8 @@ if counts and not scarce and not high then
   end
 end
 local function wanting()
-  redis.call('HSET', KEYS[12], KEYS[2], slotsWanted .. ':' .. exact(now + 2 * math.max(1000000, 1 / refill)))
+  -- until a little past its next token: calls waiting keep it wanted
+  redis.call('HSET', KEYS[12], KEYS[2], slotsWanted .. ':' .. exact(now + 1.25 * math.max(500000, 1 / refill)))
   redis.call('PEXPIRE', KEYS[12], math.ceil(win / 1000) + 1000)
 end
 if not high then
@@ -297,7 +298,7 @@ if high and not dry then
 end
 
 if wait > 0 then
-  if not dry and bucketWait > 0 and counts then wanting() end
+  if not dry and counts and (bucketWait > 0 or scarce) then wanting() end
   if not dry and lane ~= '' and not high and string.sub(blocker, 1, 9) ~= 'cooldown:' then
     -- wait in line: for the bucket, or (the bucket holding a token) for
     -- the global window
