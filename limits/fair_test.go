@@ -31,6 +31,29 @@ func caller(ctx context.Context, l *limits.Limiter, need limits.Need) bool {
 	}
 }
 
+// callers runs n callers of need in a loop until stop is called, which
+// waits for them; grants counts what they were granted.
+func callers(ctx context.Context, l *limits.Limiter, n int, need limits.Need) (grants *atomic.Int64, stop func()) {
+	grants = new(atomic.Int64)
+	var wg sync.WaitGroup
+	done := make(chan struct{})
+	for range n {
+		wg.Go(func() {
+			for {
+				select {
+				case <-done:
+					return
+				default:
+				}
+				if caller(ctx, l, need) {
+					grants.Add(1)
+				}
+			}
+		})
+	}
+	return grants, func() { close(done); wg.Wait() }
+}
+
 // TestFairAcrossLanes: eight calls of a busy zone wait for every token of
 // the flex bucket; a lone call of another zone that starts waiting gets one
 // of the next two tokens, not a place behind the eight.
@@ -40,23 +63,7 @@ func TestFairAcrossLanes(t *testing.T) {
 	l := newLimiter(t, cfg)
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	var busyGrants atomic.Int64
-	var wg sync.WaitGroup
-	stop := make(chan struct{})
-	for range 8 {
-		wg.Go(func() {
-			for {
-				select {
-				case <-stop:
-					return
-				default:
-				}
-				if caller(ctx, l, limits.Need{Kind: purge.Tags, Items: 100, Lane: "busy.example"}) {
-					busyGrants.Add(1)
-				}
-			}
-		})
-	}
+	busyGrants, stop := callers(ctx, l, 8, limits.Need{Kind: purge.Tags, Items: 100, Lane: "busy.example"})
 	for busyGrants.Load() < 10 { // the busy lane has been served for a while
 		if ctx.Err() != nil {
 			t.Fatal("the busy lane got no tokens")
@@ -75,9 +82,8 @@ func TestFairAcrossLanes(t *testing.T) {
 			time.Sleep(5 * time.Millisecond)
 		}
 	}
-	close(stop)
 	cancel()
-	wg.Wait()
+	stop()
 	if worst > 2 {
 		t.Errorf("the quiet lane waited behind %d busy calls; want at most 2", worst)
 	}
@@ -93,23 +99,7 @@ func TestFairGlobalAcrossScopes(t *testing.T) {
 	l := newLimiter(t, cfg)
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
-	var urlGrants atomic.Int64
-	var wg sync.WaitGroup
-	stop := make(chan struct{})
-	for range 6 {
-		wg.Go(func() {
-			for {
-				select {
-				case <-stop:
-					return
-				default:
-				}
-				if caller(ctx, l, limits.Need{Kind: purge.Files, Items: 10, Lane: "files.example"}) {
-					urlGrants.Add(1)
-				}
-			}
-		})
-	}
+	urlGrants, stop := callers(ctx, l, 6, limits.Need{Kind: purge.Files, Items: 10, Lane: "files.example"})
 	for urlGrants.Load() < 10 {
 		if ctx.Err() != nil {
 			t.Fatal("no URL call got a slot")
@@ -145,9 +135,8 @@ func TestFairGlobalAcrossScopes(t *testing.T) {
 			t.Errorf("round %d: the tag call was refused %d times (%v); want at most once, while the window was full", round, len(blockers), blockers)
 		}
 	}
-	close(stop)
 	cancel()
-	wg.Wait()
+	stop()
 }
 
 // TestAccountsShareTheTokenWindowOnly: two accounts on one token have a
@@ -266,23 +255,7 @@ func TestLargeCallNotStarved(t *testing.T) {
 	l := newLimiter(t, cfg)
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 	defer cancel()
-	var small atomic.Int64
-	var wg sync.WaitGroup
-	stop := make(chan struct{})
-	for range 8 {
-		wg.Go(func() {
-			for {
-				select {
-				case <-stop:
-					return
-				default:
-				}
-				if caller(ctx, l, limits.Need{Kind: purge.Files, Items: 1, Lane: "small.example"}) {
-					small.Add(1)
-				}
-			}
-		})
-	}
+	small, stop := callers(ctx, l, 8, limits.Need{Kind: purge.Files, Items: 1, Lane: "small.example"})
 	for small.Load() < 130 { // the burst is gone: the bucket hovers near empty
 		if ctx.Err() != nil {
 			t.Fatal("the small calls got no tokens")
@@ -291,8 +264,7 @@ func TestLargeCallNotStarved(t *testing.T) {
 	}
 	start := time.Now()
 	granted := caller(ctx, l, limits.Need{Kind: purge.Files, Items: 60, Lane: "big.example"})
-	close(stop)
-	wg.Wait()
+	stop()
 	if !granted {
 		t.Fatalf("the call of 60 URLs was never served in %v", time.Since(start).Round(time.Millisecond))
 	}
